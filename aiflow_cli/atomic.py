@@ -1,0 +1,40 @@
+"""Write files so that a reader never sees half of one: temp file, then rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from aiflow_cli.errors import OutputError
+
+__all__ = ["check_writable", "write_bytes_atomic", "write_text_atomic"]
+
+
+def check_writable(path: Path) -> Path:
+    """Fail early (before any long measurement) if ``path`` cannot be written."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory", "give a file name")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: folder {parent} does not exist", "create it or choose another path")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"{path}: not writable", "choose a path you can write to")
+    return path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path = check_writable(Path(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))

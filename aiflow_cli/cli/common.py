@@ -1,0 +1,79 @@
+"""What every command shares: consoles, the error boundary, progress bars, output writing."""
+
+from __future__ import annotations
+
+import functools
+import os
+import traceback
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from aiflow_cli.errors import AiflowError
+
+__all__ = ["console", "err_console", "state", "cli_errors", "progress_bar", "fmt_bytes", "fmt_count"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _State:
+    debug: bool = os.environ.get("AIFLOW_DEBUG", "") not in ("", "0")
+
+
+state = _State()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cli_errors(func: F) -> F:
+    """Map :class:`AiflowError` to one stderr line and exit code 2 (traceback with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AiflowError as exc:
+            if state.debug:
+                traceback.print_exc()
+            err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on stderr; yields ``update(label, done, total)``."""
+    if not enabled:
+        yield lambda _label, _done, _total: None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def update(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=total)
+        bar.update(tasks[label], completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+def fmt_bytes(n: float) -> str:
+    """Decimal units, three significant digits: 1.61MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}B"
+
+
+def fmt_count(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.4g}{unit}"
+    return f"{n:.0f}"

@@ -1,0 +1,109 @@
+"""``aiflow profile``: measure a model segment by segment on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from aiflow_cli.cli.common import cli_errors, console, fmt_bytes, fmt_count, progress_bar
+from aiflow_cli.cli.options import JsonOpt, ModelArg, OutFileOpt, TrustRemoteCodeOpt
+
+__all__ = ["profile_cmd"]
+
+
+@cli_errors
+def profile_cmd(
+    model: ModelArg,
+    batch: Annotated[int, typer.Option("--batch", help="Batch size of the example input.")] = 1,
+    seq_len: Annotated[Optional[int], typer.Option(
+        "--seq-len", help="Tokens per sequence for text models (default: 128 encoders, 64 causal LMs).")] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="torch (eager) or onnxruntime (each segment exported).")] = "torch",
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs after warm-up; medians and p90 over these.")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
+    out: OutFileOpt = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG bar chart of latency and cut sizes.")] = None,
+    target: Annotated[Optional[Path], typer.Option(
+        "--target", help="Hardware YAML (profiles/devices, profiles/servers): add a projected latency per segment.")] = None,
+    as_json: JsonOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+) -> None:
+    """Measure latency, MACs, parameters, memory and the bytes crossing every cut of MODEL.
+
+    Runs on this machine; with --target, also projects each segment onto that hardware with a
+    roofline calibrated against this machine (labelled 'projected'). The JSON format is
+    documented in docs/formats.md and is what `aiflow split` reads.
+    """
+    from aiflow_cli.atomic import check_writable, write_text_atomic
+    from aiflow_cli.profiling.api import check_profile_settings, run_profile
+
+    check_profile_settings(batch, seq_len, repeats, warmup, runtime)
+    for path in (out, plot):
+        if path is not None:
+            check_writable(path)
+    with progress_bar(enabled=True) as progress:
+        report = run_profile(model, batch=batch, seq_len=seq_len, runtime=runtime, repeats=repeats,
+                             warmup=warmup, target=target, trust_remote_code=trust_remote_code, progress=progress)
+    text = report.model_dump_json(indent=2)
+    if out is not None:
+        write_text_atomic(out, text + "\n")
+    if plot is not None:
+        from aiflow_cli.profiling.plot import plot_profile
+
+        plot_profile(report, plot)
+    if as_json:
+        typer.echo(text)
+        return
+    _render(report)
+    if out is not None:
+        console.print(f"wrote {out}")
+    if plot is not None:
+        console.print(f"wrote {plot}")
+
+
+def _render(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily
+    lm = report.decode is not None
+    proj = report.projection
+    title = (f"{report.model.name} on {report.host.cpu} ({report.host.threads} threads, {report.settings.runtime}), "
+             f"batch {report.settings.batch}" + (f", {report.settings.seq_len} tokens" if report.settings.seq_len else ""))
+    table = Table(title=title, title_style="bold", caption="c/m: compute- or memory-bound on the projected target"
+                  if proj else None)
+    table.add_column("segment")
+    table.add_column("prefill ms\nmed/p90" if lm else "ms\nmed/p90", justify="right")
+    if lm:
+        table.add_column("decode ms\nmed/p90", justify="right")
+    if proj:
+        table.add_column("ms\nprojected", justify="right", style="yellow")
+    for name in ("MACs", "params", "weights", "peak\nact.", "cut\nbytes"):
+        table.add_column(name, justify="right")
+    for i, seg in enumerate(report.segments):
+        row = [seg.name, f"{seg.latency_ms.median:.2f}/{seg.latency_ms.p90:.2f}"]
+        if lm:
+            row.append(f"{seg.decode_latency_ms.median:.2f}/{seg.decode_latency_ms.p90:.2f}")
+        if proj:
+            row.append(f"{proj.segments[i].latency_ms:.3g} {proj.segments[i].bound[0]}")
+        row += [fmt_count(seg.macs), fmt_count(seg.params), fmt_bytes(seg.weight_bytes),
+                fmt_bytes(seg.peak_memory_bytes), fmt_bytes(seg.out_bytes) if i < len(report.cuts) else "output"]
+        table.add_row(*row)
+    console.print(table)
+    t = report.total
+    console.print(f"{len(report.cuts)} cuts; total MACs {fmt_count(t.macs)}, params {fmt_count(t.params)} "
+                  f"({fmt_bytes(t.weight_bytes)})")
+    whole = t.latency_ms_whole_model.median
+    diff = (t.latency_ms_sum_of_segment_medians - whole) / whole * 100
+    console.print(f"{'prefill ' if lm else ''}latency: whole model {whole:.3f} ms median "
+                  f"(p90 {t.latency_ms_whole_model.p90:.3f}); sum of segment medians "
+                  f"{t.latency_ms_sum_of_segment_medians:.3f} ms ({diff:+.1f}%)")
+    if lm:
+        d = t.decode_latency_ms_whole_model
+        console.print(f"decode step (KV cache of {report.decode.decode_cache_tokens} tokens): whole model "
+                      f"{d.median:.3f} ms median (p90 {d.p90:.3f}); sum of segment medians "
+                      f"{sum(s.decode_latency_ms.median for s in report.segments):.3f} ms")
+    ib = report.input_bytes
+    extra = f", JPEG q90 {fmt_bytes(ib.jpeg_q90)}" if ib.jpeg_q90 else (f", token ids {fmt_bytes(ib.tokens)}" if ib.tokens else "")
+    console.print(f"input: raw {fmt_bytes(ib.raw)}{extra}")
+    if proj:
+        console.print(f"[yellow]projected[/] on {proj.target}: {proj.total_latency_ms:.4f} ms "
+                      f"(roofline x efficiency {proj.efficiency:.3f}, {proj.efficiency_source}); not measured")

@@ -1,0 +1,46 @@
+"""One error hierarchy for the whole tool.
+
+Every error a user can cause by what they typed or the files they passed is an
+:class:`AiflowError`. The CLI maps it to one line on stderr (message plus hint) and
+exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AiflowError",
+    "ConfigError",
+    "ModelSourceError",
+    "InputError",
+    "OutputError",
+]
+
+
+class AiflowError(Exception):
+    """Bad input the user can fix. ``hint`` names the next action."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(AiflowError):
+    """A YAML/JSON file is missing, malformed, or has a wrong or missing field."""
+
+
+class ModelSourceError(AiflowError):
+    """A ``--model`` value names no loadable model."""
+
+
+class InputError(AiflowError):
+    """An option value is out of range or inconsistent (``--seq-len 0``, unknown cut, ...)."""
+
+
+class OutputError(AiflowError):
+    """An output path cannot be written."""

@@ -1,0 +1,1 @@
+"""Export split models to ONNX pairs with a manifest, and verify them."""

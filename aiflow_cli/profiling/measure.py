@@ -1,0 +1,238 @@
+"""``aiflow profile``: measure every segment between consecutive cuts on this machine.
+
+Timing runs the chain segment by segment (perf_counter around each) and, in the same loop,
+the unsplit model, so the sum of segment medians can be checked against a whole-model run
+taken under the same conditions. Causal LMs are measured twice: prefill of ``seq_len`` tokens
+into an empty KV cache, then one decode step on top of that cache.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+from aiflow_cli.errors import InputError
+from aiflow_cli.models.segmented import Segment, SegmentedModel, nbytes_of, tensors_of
+from aiflow_cli.profiling.counters import count_forward
+from aiflow_cli.profiling.host import host_info
+from aiflow_cli.schemas.profile import (
+    DecodeProfile,
+    InputBytes,
+    Latency,
+    ModelInfo,
+    ProfileReport,
+    SegmentProfile,
+    Settings,
+    Totals,
+)
+
+__all__ = ["profile_model", "Progress", "latency_of", "unique_params"]
+
+Progress = Callable[[str, int, int], None]
+
+
+def latency_of(seconds: list[float]) -> Latency:
+    ms = sorted(s * 1e3 for s in seconds)
+    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    return Latency(median=round(statistics.median(ms), 4), p90=round(p90, 4))
+
+
+def unique_params(module: torch.nn.Module) -> tuple[int, int]:
+    """(parameter count, weight bytes) counting shared tensors once; ONNX segments count initializers."""
+    proto = getattr(module, "proto", None)
+    if proto is not None:
+        import numpy as np
+        from onnx import numpy_helper
+
+        arrays = [numpy_helper.to_array(init) for init in proto.graph.initializer]
+        floats = [a for a in arrays if a.dtype.kind == "f"]
+        return sum(a.size for a in floats), sum(a.nbytes for a in floats)
+    seen: dict[int, torch.Tensor] = {}
+    for p in module.parameters():
+        seen.setdefault(id(p), p)
+    return sum(p.numel() for p in seen.values()), sum(p.numel() * p.element_size() for p in seen.values())
+
+
+def _input_bytes(model: SegmentedModel, x: Any) -> InputBytes:
+    raw = nbytes_of(x)
+    if model.task == "image-classification":
+        from aiflow_cli.data.imagenet import imagenet_sample_dir, jpeg_bytes, read_labels
+
+        if (imagenet_sample_dir() / "labels.csv").is_file():
+            # median over a fixed slice of the sample, times the batch: one photo is not typical
+            sizes = [jpeg_bytes(r.path, quality=90) for r in read_labels()[::14]]
+            return InputBytes(raw=raw, jpeg_q90=int(statistics.median(sizes)) * tensors_of(x)[0].shape[0])
+        return InputBytes(raw=raw, jpeg_q90=_jpeg_of_tensor(tensors_of(x)[0]))
+    if model.task in ("causal-lm", "sentence-embedding") or model.default_seq_len:
+        ids = tensors_of(x)[0]
+        return InputBytes(raw=raw, tokens=ids.numel() * 4)
+    return InputBytes(raw=raw)
+
+
+def _jpeg_of_tensor(images: torch.Tensor) -> int:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    total = 0
+    for img in images:
+        arr = ((img.clamp(-1, 1) * 0.5 + 0.5) * 255).byte().permute(1, 2, 0).numpy()
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="JPEG", quality=90)
+        total += buf.tell()
+    return total
+
+
+def _time_chain(segments: list[Segment], whole: torch.nn.Module, x: Any, repeats: int, warmup: int,
+                reset: Callable[[], None], progress: Progress | None, label: str) -> tuple[list[list[float]], list[float]]:
+    seg_times: list[list[float]] = [[] for _ in segments]
+    whole_times: list[float] = []
+    total = warmup + repeats
+    with torch.no_grad():
+        for r in range(total):
+            reset()
+            h = x
+            for i, seg in enumerate(segments):
+                t0 = time.perf_counter()
+                h = seg.module(h)
+                if r >= warmup:
+                    seg_times[i].append(time.perf_counter() - t0)
+            reset()
+            t0 = time.perf_counter()
+            whole(x)
+            if r >= warmup:
+                whole_times.append(time.perf_counter() - t0)
+            if progress:
+                progress(label, r + 1, total)
+    return seg_times, whole_times
+
+
+def _static_counts(segments: list[Segment], x: Any, reset: Callable[[], None]) -> tuple[list[Any], list[int], list[int]]:
+    """One counted pass through the chain: outputs, MACs and peak bytes per segment."""
+    outs, macs, peaks = [], [], []
+    reset()
+    h = x
+    for seg in segments:
+        h, m, peak = count_forward(seg.module, h)
+        outs.append(h)
+        macs.append(m)
+        peaks.append(peak)
+    return outs, macs, peaks
+
+
+def _onnx_counts(segments: list[Segment], x: Any) -> tuple[list[Any], list[int], list[int]]:
+    from aiflow_cli.models.onnx_source import onnx_macs
+
+    outs, macs, peaks = [], [], []
+    h = x
+    with torch.no_grad():
+        for seg in segments:
+            shapes = {n: tuple(t.shape) for n, t in zip(seg.module.input_names, tensors_of(h))}
+            macs.append(onnx_macs(seg.module.proto, shapes))
+            h_in = h
+            h = seg.module(h)
+            outs.append(h)
+            peaks.append(nbytes_of(h_in) + nbytes_of(h))  # lower bound: in + out (onnxruntime hides the rest)
+    return outs, macs, peaks
+
+
+def _to_onnxruntime(model: SegmentedModel, x: Any) -> tuple[list[Segment], torch.nn.Module]:
+    """Export each torch segment and the whole model to ONNX and run them in onnxruntime."""
+    from aiflow_cli.export.onnx_export import export_onnx, value_names
+    from aiflow_cli.models.onnx_source import OnnxSegment
+
+    if model.task == "causal-lm":
+        raise InputError("--runtime onnxruntime is not available for causal LMs in profile",
+                         "use --runtime torch; aiflow split exports KV-cached ONNX pairs")
+    segments, h = [], x
+    for seg in model.segments:
+        out = seg.module(h)
+        proto = export_onnx(seg.module, h, value_names("in", h), value_names("out", out))
+        segments.append(Segment(seg.name, OnnxSegment(proto)))
+        h = out
+    out = model.whole(x)
+    whole = OnnxSegment(export_onnx(model.whole, x, value_names("in", x), value_names("out", out)))
+    return segments, whole
+
+
+def _shapes(value: Any) -> list[list[int]]:
+    return [list(t.shape) for t in tensors_of(value)]
+
+
+@torch.no_grad()
+def profile_model(model: SegmentedModel, batch: int = 1, seq_len: int | None = None, runtime: str = "torch",
+                  repeats: int = 20, warmup: int = 3, progress: Progress | None = None) -> ProfileReport:
+    if batch < 1:
+        raise InputError(f"--batch must be >= 1, got {batch}")
+    if seq_len is not None and seq_len < 1:
+        raise InputError(f"--seq-len must be >= 1, got {seq_len}")
+    if repeats < 1:
+        raise InputError(f"--repeats must be >= 1, got {repeats}")
+    if runtime not in ("torch", "onnxruntime"):
+        raise InputError(f"--runtime must be torch or onnxruntime, got {runtime}")
+    seq = seq_len or model.default_seq_len
+    x = model.make_input(batch, seq)
+    is_lm = model.task == "causal-lm"
+    state = model.extras.get("kv_state")
+    config = model.extras.get("config")
+    fresh_cache: Callable[[], None] = (lambda: state.start(config)) if is_lm else (lambda: None)
+
+    onnx_native = "onnx_path" in model.extras
+    segments, whole = model.segments, model.whole
+    if runtime == "onnxruntime" and not onnx_native:
+        segments, whole = _to_onnxruntime(model, x)
+    elif runtime == "torch" and onnx_native:
+        runtime = "onnxruntime"  # an .onnx source only runs in onnxruntime; recorded as such
+    counts = _onnx_counts(segments, x) if runtime == "onnxruntime" else _static_counts(segments, x, fresh_cache)
+    outs, macs, peaks = counts
+
+    seg_times, whole_times = _time_chain(segments, whole, x, repeats, warmup, fresh_cache, progress,
+                                         "prefill" if is_lm else "timing")
+    decode_times: list[list[float]] | None = None
+    decode_whole: list[float] | None = None
+    decode_macs: list[int] | None = None
+    if is_lm:
+        fresh_cache()
+        logits = model.run_chain(x)
+        next_ids = logits[:, -1:].argmax(-1)
+        prefill_len = state.cache.get_seq_length()
+
+        def back_to_prompt() -> None:
+            state.cache.crop(prefill_len)
+
+        _, decode_macs, _ = _static_counts(segments, next_ids, back_to_prompt)
+        decode_times, decode_whole = _time_chain(segments, whole, next_ids, repeats, warmup, back_to_prompt,
+                                                 progress, "decode")
+        state.clear()
+
+    seg_profiles = []
+    for i, seg in enumerate(model.segments):
+        params, wbytes = unique_params(seg.module)
+        seg_profiles.append(SegmentProfile(
+            name=seg.name,
+            latency_ms=latency_of(seg_times[i]),
+            decode_latency_ms=latency_of(decode_times[i]) if decode_times else None,
+            macs=macs[i], decode_macs=decode_macs[i] if decode_macs else None,
+            params=params, weight_bytes=wbytes, peak_memory_bytes=peaks[i],
+            out_bytes=nbytes_of(outs[i]), out_shapes=_shapes(outs[i]),
+        ))
+    total_params, total_wbytes = unique_params(model.whole)
+    return ProfileReport(
+        model=ModelInfo(spec=model.spec, name=model.name, task=model.task, fingerprint=model.fingerprint()),
+        host=host_info(),
+        settings=Settings(batch=batch, seq_len=seq, runtime=runtime, repeats=repeats, warmup=warmup),
+        cuts=model.cuts,
+        segments=seg_profiles,
+        input_bytes=_input_bytes(model, x),
+        total=Totals(
+            macs=sum(macs), params=total_params, weight_bytes=total_wbytes,
+            latency_ms_whole_model=latency_of(whole_times),
+            latency_ms_sum_of_segment_medians=round(sum(s.latency_ms.median for s in seg_profiles), 4),
+            decode_latency_ms_whole_model=latency_of(decode_whole) if decode_whole else None,
+        ),
+        decode=DecodeProfile(prefill_tokens=seq, decode_cache_tokens=seq) if is_lm else None,
+    )
