@@ -19,7 +19,13 @@ def check_writable(path: Path) -> Path:
         raise OutputError(f"{path}: is a directory", "give a file name")
     if not parent.is_dir():
         raise OutputError(f"{path}: folder {parent} does not exist", "create it or choose another path")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    try:  # really try: permission bits say nothing for root or read-only mounts
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{path}: not writable ({exc.strerror})", "choose a path you can write to") from exc
+    if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"{path}: not writable", "choose a path you can write to")
     return path
 

