@@ -1,18 +1,158 @@
-"""``aiflow split``: choose where to cut a model for a device, server and link (issue #3)."""
+"""``aiflow split``: choose where to cut MODEL for a device, server and link; export matched ONNX pairs."""
 
 from __future__ import annotations
 
-from aiflow_cli.cli.common import cli_errors
-from aiflow_cli.cli.options import ModelArg
-from aiflow_cli.errors import AiflowError
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from aiflow_cli.cli.common import cli_errors, console, fmt_bytes, progress_bar
+from aiflow_cli.cli.options import JsonOpt, OutFileOpt, TrustRemoteCodeOpt
+from aiflow_cli.errors import InputError
 
 __all__ = ["split_cmd"]
 
 
 @cli_errors
-def split_cmd(model: ModelArg) -> None:
-    """Choose the cut (and early exits) for a device, server and link; export device/server ONNX.
+def split_cmd(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A model (as for profile), or the word 'verify'.")],
+    target_dir: Annotated[Optional[Path], typer.Argument(
+        metavar="[DIR]", help="With 'verify': the export directory to check.")] = None,
+    device: Annotated[Optional[Path], typer.Option(
+        "--device", help="Device: profile JSON measured there (aiflow profile --out), or hardware YAML (projected).")] = None,
+    server: Annotated[Optional[Path], typer.Option("--server", help="Server: profile JSON or hardware YAML.")] = None,
+    link: Annotated[Optional[list[Path]], typer.Option("--link", help="Link YAML (profiles/links); repeatable.")] = None,
+    bandwidth: Annotated[Optional[str], typer.Option(
+        "--bandwidth", help="Comma-separated link rates instead of YAML, e.g. 0.5MB/s,1MB/s,2MB/s (or Mbit/s).")] = None,
+    rtt: Annotated[Optional[str], typer.Option("--rtt", help="Round-trip time for --bandwidth links, e.g. 20ms.")] = None,
+    codec: Annotated[str, typer.Option(
+        "--codec", help="Activation codec at the cut: fp32, fp16, int8-tensor, int8-channel; append +zstd to compress.")] = "fp32",
+    profile: Annotated[Optional[Path], typer.Option(
+        "--profile", help="This machine's profile of MODEL, used to project hardware YAML (else measured now).")] = None,
+    cut: Annotated[Optional[list[str]], typer.Option("--cut", help="Cut to export (repeatable); default: each link's best.")] = None,
+    export: Annotated[Optional[Path], typer.Option(
+        "--export", help="Write device.onnx/server.onnx per cut, manifest.json and a Triton repository here.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --export directory.")] = False,
+    triton: Annotated[bool, typer.Option("--triton/--no-triton", help="Also write triton/ for the server halves.")] = True,
+    verify_count: Annotated[int, typer.Option("--verify-count", help="Real inputs to verify each pair on.")] = 50,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: stacked device/transfer/server bars per link.")] = None,
+    top: Annotated[int, typer.Option("--top", help="Rows per link in the ranked table.")] = 8,
+    out: OutFileOpt = None,
+    as_json: JsonOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+) -> None:
+    """Choose where to cut MODEL for a device, a server and a link, and export the halves.
 
-    Not available in this version: tracked as issue #3.
+    Ranks every cut (and device-only / server-only) by predicted latency per request:
+    device time + encode + bytes / rate + RTT + server time + decode + result / rate.
+    Prints the best cut per link and a plan table of the link rates at which the best cut
+    changes. With --export, writes verified device.onnx / server.onnx pairs and manifest.json.
+
+    Check an export directory later with:  aiflow split verify DIR
     """
-    raise AiflowError("aiflow split is not available in this version yet", "tracked as issue #3")
+    from aiflow_cli.atomic import check_writable, write_text_atomic
+
+    if model == "verify":
+        if target_dir is None:
+            raise InputError("aiflow split verify needs a directory", "aiflow split verify DIR")
+        return _verify(target_dir, verify_count, trust_remote_code, as_json)
+    if target_dir is not None:
+        raise InputError(f"unexpected argument '{target_dir}'", "only 'aiflow split verify DIR' takes a second argument")
+    from aiflow_cli.split.api import run_split
+    from aiflow_cli.split.links import resolve_links
+
+    links = resolve_links(link or [], bandwidth, rtt) if (link or bandwidth or device) else []
+    for path in (out, plot):
+        if path is not None:
+            check_writable(path)
+    with progress_bar() as progress:
+        outcome = run_split(model, device, server, links, codec=codec, host_profile=profile, cuts=cut,
+                            export_dir=export, force=force, triton=triton, verify_count=verify_count,
+                            trust_remote_code=trust_remote_code, progress=progress)
+    plan = outcome.result.plan if outcome.result else None
+    if plan is not None:
+        text = plan.model_dump_json(indent=2)
+        if out is not None:
+            write_text_atomic(out, text + "\n")
+        if plot is not None:
+            from aiflow_cli.split.plot import plot_plan
+
+            plot_plan(plan, plot)
+    if as_json:
+        import json
+
+        payload = {"plan": plan.model_dump(mode="json") if plan else None,
+                   "manifest": outcome.manifest.model_dump(mode="json") if outcome.manifest else None}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    if outcome.result is not None:
+        _render_plan(outcome.result, top)
+    if outcome.manifest is not None:
+        _render_manifest(outcome.manifest, export)
+    for path in (out, plot):
+        if path is not None and plan is not None:
+            console.print(f"wrote {path}")
+
+
+def _render_plan(result, top: int) -> None:  # noqa: ANN001
+    plan = result.plan
+    codecs = {c.cut: c for c in result.codecs}
+    console.print(f"[bold]{plan.model}[/]  device: {plan.device.name} ([italic]{plan.device.source}[/])  "
+                  f"server: {plan.server.name} ([italic]{plan.server.source}[/])  codec: {plan.codec}")
+    for lp in plan.links:
+        table = Table(title=f"{lp.name}: {fmt_bytes(lp.rate_bytes_per_s)}/s up, RTT {lp.rtt_ms:g} ms", title_style="bold")
+        for col in ("#", "cut", "device ms", "enc ms", "transfer ms", "RTT ms", "server ms", "dec ms", "total ms",
+                    "bytes", "agreement"):
+            table.add_column(col, justify="left" if col == "cut" else "right")
+        shown = [c for i, c in enumerate(lp.candidates) if i < top or c.cut in ("device-only", "server-only")]
+        for c in shown:
+            rank = lp.candidates.index(c) + 1
+            agreement = codecs[c.cut].agreement if c.cut in codecs else None
+            table.add_row(str(rank), c.cut, f"{c.device_ms:.2f}", f"{c.encode_ms:.2f}", f"{c.transfer_ms:.2f}",
+                          f"{c.rtt_ms:g}", f"{c.server_ms:.2f}", f"{c.decode_ms:.2f}", f"{c.total_ms:.2f}",
+                          fmt_bytes(c.bytes), "-" if agreement is None else f"{agreement:.3f}",
+                          style="bold green" if rank == 1 else None)
+        console.print(table)
+    summary = Table(title="best cut per link", title_style="bold")
+    for col in ("link", "best", "total ms", "vs device-only", "vs server-only"):
+        summary.add_column(col)
+    for lp in plan.links:
+        by = {c.cut: c.total_ms for c in lp.candidates}
+        best = lp.candidates[0].total_ms
+        summary.add_row(lp.name, lp.best_cut, f"{best:.2f}", f"{by['device-only'] / best:.2f}x",
+                        f"{by['server-only'] / best:.2f}x")
+    console.print(summary)
+    rows = Table(title=f"plan table (RTT {plan.plan_table_rtt_ms:g} ms): switch cuts as the link changes",
+                 title_style="bold")
+    for col in ("from rate", "to rate", "cut"):
+        rows.add_column(col)
+    for r in plan.plan_table:
+        rows.add_row(f"{fmt_bytes(r.min_rate_bytes_per_s)}/s", f"{fmt_bytes(r.max_rate_bytes_per_s)}/s", r.cut)
+    console.print(rows)
+
+
+def _render_manifest(manifest, export: Path | None) -> None:  # noqa: ANN001
+    table = Table(title=f"exported to {export}", title_style="bold")
+    for col in ("cut", "codec", "device.onnx", "server.onnx", "crossing", "verified on", "max diff", "agreement"):
+        table.add_column(col)
+    for p in manifest.pairs:
+        v = p.verification
+        crossing = ", ".join(f"{d.name} {d.dtype}{d.shape}" for d in p.crossing)
+        agreement = v.agreement if v.agreement is not None else v.mean_cosine
+        table.add_row(p.cut, p.codec.name, fmt_bytes(p.device.size_bytes), fmt_bytes(p.server.size_bytes), crossing,
+                      v.inputs, f"{v.max_abs_diff:.2e}", "-" if agreement is None else f"{agreement:.4f}")
+    console.print(table)
+
+
+def _verify(directory: Path, count: int, trust_remote_code: bool, as_json: bool) -> None:
+    from aiflow_cli.export.check import verify_export_dir
+
+    with console.status(f"verifying {directory}"):
+        manifest = verify_export_dir(directory, count=count, trust_remote_code=trust_remote_code)
+    if as_json:
+        typer.echo(manifest.model_dump_json(indent=2))
+        return
+    _render_manifest(manifest, directory)
+    console.print(f"[green]ok[/]: {len(manifest.pairs)} pair(s) match their hashes and the unsplit model")

@@ -37,7 +37,9 @@ def encoder_model(spec: str, name: str, path: Path | str, pool: bool, trust_remo
         spec=spec, name=name, task="sentence-embedding" if pool else "generic",
         segments=encoder_segments(model, head), whole=EncoderWhole(model, head).eval(),
         make_input=lambda batch, seq: encoder_input(batch, seq or 128, vocab),
-        default_seq_len=128, tokenizer=tokenizer,
+        default_seq_len=128, tokenizer=tokenizer, sequence_axis=True,
+        input_names=["input_ids", "attention_mask"], crossing_names=["hidden_states", "mask"],
+        output_names=["embedding" if pool else "last_hidden_state"],
     )
 
 
@@ -53,7 +55,8 @@ def causal_lm_model(spec: str, name: str, path: Path | str, trust_remote_code: b
         segments=decoder_segments(model, state), whole=CausalLMWhole(model, state).eval(),
         make_input=lambda batch, seq: token_input(batch, seq or 64, vocab),
         default_seq_len=64, tokenizer=tokenizer,
-        extras={"kv_state": state, "hf_model": model, "config": model.config},
+        extras={"kv_state": state, "hf_model": model, "config": model.config}, sequence_axis=True,
+        input_names=["input_ids"], crossing_names=["hidden_states"], output_names=["logits"],
     )
 
 

@@ -43,6 +43,11 @@ class SegmentedModel:
     default_seq_len: int | None = None
     tokenizer: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # Names of the tensors at the boundaries (one per tensor in the value); None = generic names.
+    input_names: list[str] | None = None
+    crossing_names: list[str] | None = None
+    output_names: list[str] | None = None
+    sequence_axis: bool = False  # text models: axis 1 of every >=2-D tensor is the (dynamic) sequence
 
     def __post_init__(self) -> None:
         if len(self.segments) < 2:

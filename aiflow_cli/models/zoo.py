@@ -22,7 +22,8 @@ def _efficientnet_lite0(spec: str) -> SegmentedModel:
     segments += [Segment(f"block{i}", block) for i, block in enumerate(net._blocks)]
     segments.append(Segment("head", net.head()))
     return SegmentedModel(spec=spec, name="efficientnet-lite0", task="image-classification",
-                          segments=segments, whole=net, make_input=lambda batch, _seq: image_input(batch))
+                          segments=segments, whole=net, make_input=lambda batch, _seq: image_input(batch),
+                          input_names=["image"], crossing_names=["activation"], output_names=["logits"])
 
 
 def minilm_dir() -> Path:

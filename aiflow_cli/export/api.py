@@ -1,0 +1,106 @@
+"""Export one or more cuts into a directory: pairs, Triton repository, manifest — all or nothing.
+
+Everything is built in a temporary sibling directory, every pair is verified against the
+unsplit model, and only then is the directory renamed into place. A pair that fails
+verification leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from aiflow_cli import __version__
+from aiflow_cli.codecs.base import ActivationCodec
+from aiflow_cli.errors import InputError, OutputError
+from aiflow_cli.export.onnx_export import OPSET
+from aiflow_cli.export.pair import export_pair
+from aiflow_cli.export.reference_inputs import real_inputs
+from aiflow_cli.export.triton import write_triton_model
+from aiflow_cli.export.verify import VerificationError, verify_pair
+from aiflow_cli.models.segmented import SegmentedModel
+from aiflow_cli.schemas.manifest import CodecInfo, ExportedPair, Manifest
+
+__all__ = ["check_export_dir", "export_split", "replace_dir"]
+
+
+def check_export_dir(out_dir: Path, force: bool) -> None:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a directory", "choose another --export path")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise OutputError(f"{out_dir}: directory is not empty", "pass --force to replace it, or choose another path")
+
+
+def replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move a finished ``tmp`` into place, replacing ``out_dir`` only once ``tmp`` is complete."""
+    backup = None
+    if out_dir.exists():
+        backup = out_dir.with_name(f".{out_dir.name}.old-{tmp.name[-8:]}")
+        out_dir.rename(backup)
+    tmp.rename(out_dir)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, ActivationCodec], out_dir: Path,
+                 force: bool = False, triton: bool = True, verify_count: int = 50,
+                 predicted: dict[str, dict[str, float]] | None = None, bytes_per_request: dict[str, int] | None = None,
+                 plan_table: list[dict[str, Any]] | None = None,
+                 progress: Callable[[str, int, int], None] | None = None) -> Manifest:
+    out_dir = Path(out_dir)
+    indices = [model.cut_index(c) for c in cuts]  # unknown cut -> error listing the valid ones
+    if not cuts:
+        raise InputError("nothing to export", "name a cut with --cut, or give links so a best cut is chosen")
+    check_export_dir(out_dir, force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        example = model.make_input(1, model.default_seq_len and 16)
+        inputs, source = real_inputs(model, "verification", verify_count)
+        pairs, failures = [], []
+        for n, (cut, index) in enumerate(zip(cuts, indices)):
+            codec = codecs[cut]
+            files = export_pair(model, index, codec, tmp, example)
+            spec = codec.spec()
+            pair = ExportedPair(
+                cut=cut, cut_index=index, directory=files.device.file.rsplit("/", 1)[0],
+                codec=CodecInfo(name=spec.name, params=spec.params), device=files.device, server=files.server,
+                crossing=files.crossing, predicted_latency_ms=(predicted or {}).get(cut, {}),
+                bytes_per_request=(bytes_per_request or {}).get(cut),
+                verification=_placeholder(),
+            )
+            pair.verification = verify_pair(model, tmp, pair, inputs, source, lossless=codec.lossless)
+            if not pair.verification.passed:
+                v = pair.verification
+                failures.append(f"{cut}: max diff {v.max_abs_diff:.3g} (scale {v.output_scale:.3g}), "
+                                f"agreement {v.agreement}, cosine {v.mean_cosine}")
+            pairs.append(pair)
+            if progress:
+                progress("export + verify", n + 1, len(cuts))
+        if failures:
+            raise VerificationError(f"{len(failures)} pair(s) failed verification, nothing written: "
+                                    + "; ".join(failures))
+        if triton:
+            for pair in pairs:
+                write_triton_model(tmp, model.name, pair)
+        manifest = Manifest(
+            aiflow_version=__version__,
+            source_model={"spec": model.spec, "name": model.name, "task": model.task, "fingerprint": model.fingerprint()},
+            opset=OPSET, pairs=pairs, plan_table=plan_table or [],
+        )
+        (tmp / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=1) + "\n")
+        replace_dir(tmp, out_dir)
+        return manifest
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _placeholder():  # noqa: ANN202 - filled in right after the files exist
+    from aiflow_cli.schemas.manifest import Verification
+
+    return Verification(inputs="", count=0, max_abs_diff=0, output_scale=0, passed=False)

@@ -1,0 +1,104 @@
+"""Export one cut of a segmented model as a matched pair: device.onnx and server.onnx.
+
+::
+
+    device.onnx:  input --segments[0..c]--> codec.device_module --> wire tensor(s)
+    server.onnx:  wire tensor(s) --codec.server_module--> segments[c+1..] --> output
+
+The codec applies to the first crossing tensor (the activation); the others (an attention
+mask) cross as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from aiflow_cli.codecs.base import ActivationCodec
+from aiflow_cli.export.onnx_export import OPSET, export_onnx
+from aiflow_cli.export.tensors import boundary_names, declare, dynamic_axes
+from aiflow_cli.models.segmented import SegmentedModel
+from aiflow_cli.schemas.manifest import Artifact, TensorDecl
+
+__all__ = ["DeviceHalf", "ServerHalf", "ExportedFiles", "export_pair", "sha256_file", "pair_dirname"]
+
+
+def _on_first(value: Any, fn: nn.Module) -> Any:
+    if isinstance(value, tuple):
+        return (fn(value[0]), *value[1:])
+    return fn(value)
+
+
+class DeviceHalf(nn.Module):
+    def __init__(self, segments: list[nn.Module], encoder: nn.Module) -> None:
+        super().__init__()
+        self.segments, self.encoder = nn.ModuleList(segments), encoder
+
+    def forward(self, x: Any) -> Any:
+        for seg in self.segments:
+            x = seg(x)
+        return _on_first(x, self.encoder)
+
+
+class ServerHalf(nn.Module):
+    def __init__(self, decoder: nn.Module, segments: list[nn.Module]) -> None:
+        super().__init__()
+        self.decoder, self.segments = decoder, nn.ModuleList(segments)
+
+    def forward(self, x: Any) -> Any:
+        x = _on_first(x, self.decoder)
+        for seg in self.segments:
+            x = seg(x)
+        return x
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def pair_dirname(cut: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", cut).strip("_") or "cut"
+
+
+class ExportedFiles:
+    def __init__(self, device: Artifact, server: Artifact, crossing: list[TensorDecl]) -> None:
+        self.device, self.server, self.crossing = device, server, crossing
+
+
+def _artifact(root: Path, rel: str, proto: onnx.ModelProto, inputs: list[TensorDecl],
+              outputs: list[TensorDecl]) -> Artifact:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    return Artifact(file=rel, sha256=sha256_file(path), size_bytes=path.stat().st_size, inputs=inputs, outputs=outputs)
+
+
+@torch.no_grad()
+def export_pair(model: SegmentedModel, cut_index: int, codec: ActivationCodec, root: Path, example: Any,
+                opset: int = OPSET) -> ExportedFiles:
+    """Write ``root/<cut>/device.onnx`` and ``server.onnx``; return their declarations."""
+    modules = [s.module for s in model.segments]
+    device = DeviceHalf(modules[: cut_index + 1], codec.device_module()).eval()
+    server = ServerHalf(codec.server_module(), modules[cut_index + 1:]).eval()
+    wire = device(example)
+    output = server(wire)
+    in_decls = declare(model, boundary_names(model, "input", example), example)
+    wire_decls = declare(model, boundary_names(model, "crossing", wire), wire)
+    out_decls = declare(model, boundary_names(model, "output", output), output)
+    sub = pair_dirname(model.cuts[cut_index])
+    dev_proto = export_onnx(device, example, [d.name for d in in_decls], [d.name for d in wire_decls],
+                            dynamic_axes(in_decls + wire_decls), opset)
+    srv_proto = export_onnx(server, wire, [d.name for d in wire_decls], [d.name for d in out_decls],
+                            dynamic_axes(wire_decls + out_decls), opset)
+    return ExportedFiles(
+        device=_artifact(root, f"{sub}/device.onnx", dev_proto, in_decls, wire_decls),
+        server=_artifact(root, f"{sub}/server.onnx", srv_proto, wire_decls, out_decls),
+        crossing=wire_decls,
+    )

@@ -1,0 +1,44 @@
+"""Run an exported pair the way a deployment does: device.onnx, real bytes through the codec, server.onnx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiflow_cli.codecs.base import ActivationCodec, CodecSpec, EncodedTensor
+from aiflow_cli.codecs.registry import codec_from_spec
+from aiflow_cli.models.segmented import tensors_of
+from aiflow_cli.schemas.manifest import ExportedPair
+
+__all__ = ["PairRunner"]
+
+
+class PairRunner:
+    def __init__(self, root: Path, pair: ExportedPair, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        self.pair = pair
+        self.device = ort.InferenceSession(str(Path(root) / pair.device.file), opts, providers=providers)
+        self.server = ort.InferenceSession(str(Path(root) / pair.server.file), opts, providers=providers)
+        self.codec: ActivationCodec = codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))
+        self.plain = ActivationCodec()
+
+    def run_device(self, x: Any) -> list[EncodedTensor]:
+        feeds = {d.name: t.detach().cpu().numpy() for d, t in zip(self.pair.device.inputs, tensors_of(x))}
+        wire = self.device.run(None, feeds)
+        return [self.codec.pack(wire[0])] + [self.plain.pack(w) for w in wire[1:]]
+
+    def run_server(self, encoded: list[EncodedTensor]) -> list[np.ndarray]:
+        arrays = [self.codec.unpack(encoded[0])] + [self.plain.unpack(e) for e in encoded[1:]]
+        return self.server.run(None, {d.name: a for d, a in zip(self.pair.server.inputs, arrays)})
+
+    def __call__(self, x: Any) -> tuple[list[np.ndarray], int]:
+        """Outputs and the bytes that crossed the link."""
+        encoded = self.run_device(x)
+        return self.run_server(encoded), sum(len(e.data) for e in encoded)

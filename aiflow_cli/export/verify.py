@@ -1,0 +1,62 @@
+"""Check an exported pair against the unsplit PyTorch model on real inputs.
+
+Lossless (fp32) pairs must match to ``1e-4 x output scale`` and, for classifiers, agree on
+every top-1; lossy codecs must keep ``min_agreement`` top-1 agreement (classifiers) or
+``min_cosine`` (embeddings). Every failing pair is collected before one error is raised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aiflow_cli.errors import AiflowError
+from aiflow_cli.export.runner import PairRunner
+from aiflow_cli.models.segmented import SegmentedModel
+from aiflow_cli.schemas.manifest import ExportedPair, Verification
+
+__all__ = ["VerificationError", "verify_pair", "LOSSLESS_RTOL"]
+
+LOSSLESS_RTOL = 1e-4
+
+
+class VerificationError(AiflowError):
+    """One or more exported pairs do not reproduce the unsplit model."""
+
+
+@torch.no_grad()
+def verify_pair(model: SegmentedModel, root: Path, pair: ExportedPair, inputs: list[Any], source: str,
+                lossless: bool, min_agreement: float = 0.9, min_cosine: float = 0.98) -> Verification:
+    runner = PairRunner(root, pair)
+    max_diff, scale, agree, total, cosines = 0.0, 0.0, 0, 0, []
+    for x in inputs:
+        ref = model.whole(x).numpy()
+        out = runner(x)[0][0]
+        max_diff = max(max_diff, float(np.abs(out - ref).max()))
+        scale = max(scale, float(np.abs(ref).max()))
+        if model.task == "sentence-embedding":
+            cos = (out * ref).sum(-1) / (np.linalg.norm(out, axis=-1) * np.linalg.norm(ref, axis=-1))
+            cosines.extend(cos.tolist())
+        else:
+            agree += int((out.argmax(-1) == ref.argmax(-1)).sum())
+            total += int(np.prod(ref.shape[:-1]))
+    agreement = agree / total if total else None
+    mean_cos = float(np.mean(cosines)) if cosines else None
+    if lossless:
+        passed = max_diff <= LOSSLESS_RTOL * scale and (agreement is None or agreement == 1.0)
+    elif agreement is not None:
+        passed = agreement >= min_agreement
+    else:
+        passed = mean_cos is not None and mean_cos >= min_cosine
+    return Verification(inputs=source, count=sum(int(np.prod(_batch_size(x))) for x in inputs),
+                        max_abs_diff=max_diff, output_scale=scale, agreement=agreement, mean_cosine=mean_cos,
+                        passed=passed)
+
+
+def _batch_size(x: Any) -> int:
+    from aiflow_cli.models.segmented import tensors_of
+
+    return tensors_of(x)[0].shape[0]

@@ -1,0 +1,105 @@
+"""``manifest.json``: the contract between device and server for an exported split.
+
+Names, shapes (with named dynamic axes), dtypes, codec parameters and the sha256 of every
+artifact. Both sides refuse a manifest that does not match what they hold. The JSON Schema
+shipped beside this module (``manifest.schema.json``) is generated from these models and a
+test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aiflow_cli.errors import ConfigError
+
+__all__ = ["MANIFEST_SCHEMA_VERSION", "TensorDecl", "Artifact", "CodecInfo", "Verification", "ExportedPair",
+           "Manifest", "SCHEMA_FILE", "load_manifest", "manifest_json_schema"]
+
+MANIFEST_SCHEMA_VERSION = "aiflow.manifest/1"
+SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorDecl(_Strict):
+    """One tensor at a boundary. Dynamic axes are named strings (``batch``, ``sequence``)."""
+
+    name: str
+    shape: list[int | str]
+    dtype: str
+
+
+class Artifact(_Strict):
+    file: str = Field(description="path relative to the export directory")
+    sha256: str
+    size_bytes: int
+    inputs: list[TensorDecl]
+    outputs: list[TensorDecl]
+
+
+class CodecInfo(_Strict):
+    name: str
+    params: dict[str, Any]
+
+
+class Verification(_Strict):
+    inputs: str = Field(description="what the pair was checked on")
+    count: int
+    max_abs_diff: float
+    output_scale: float
+    agreement: float | None = Field(default=None, description="top-1 / token agreement with the unsplit model")
+    mean_cosine: float | None = None
+    passed: bool
+
+
+class ExportedPair(_Strict):
+    cut: str
+    cut_index: int
+    directory: str
+    codec: CodecInfo
+    device: Artifact
+    server: Artifact
+    crossing: list[TensorDecl] = Field(description="what goes on the wire (codec output), device -> server")
+    kv_cache: bool = False
+    predicted_latency_ms: dict[str, float] = Field(default_factory=dict, description="link name -> total ms")
+    bytes_per_request: int | None = None
+    verification: Verification
+
+
+class Manifest(_Strict):
+    schema_version: Literal["aiflow.manifest/1"] = MANIFEST_SCHEMA_VERSION
+    aiflow_version: str
+    source_model: dict[str, str] = Field(description="spec, name, task, fingerprint")
+    opset: int
+    pairs: list[ExportedPair]
+    plan_table: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    return Manifest.model_json_schema()
+
+
+def load_manifest(directory: Path) -> Manifest:
+    """Read and validate DIR/manifest.json against the shipped JSON Schema."""
+    import jsonschema
+
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found", "pass a folder written by aiflow split --export")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: malformed JSON at line {exc.lineno}") from exc
+    schema = json.loads(SCHEMA_FILE.read_text())
+    try:
+        jsonschema.validate(data, schema)
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise ConfigError(f"{path}: field '{where}': {exc.message}", "re-export with aiflow split --export") from exc
+    return Manifest.model_validate(data)

@@ -1,0 +1,86 @@
+"""The library call behind ``aiflow split``: plan (optional) and export (optional)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from aiflow_cli.errors import InputError
+from aiflow_cli.models import load_model
+from aiflow_cli.schemas.manifest import Manifest
+from aiflow_cli.split.cost import DEVICE_ONLY, SERVER_ONLY, Link
+from aiflow_cli.split.planner import SplitResult, plan_split
+
+__all__ = ["SplitOutcome", "run_split"]
+
+
+@dataclass
+class SplitOutcome:
+    result: SplitResult | None
+    manifest: Manifest | None
+
+
+def run_split(spec: str, device: Path | None, server: Path | None, links: list[Link], codec: str = "fp32",
+              host_profile: Path | None = None, cuts: list[str] | None = None, export_dir: Path | None = None,
+              force: bool = False, triton: bool = True, verify_count: int = 50, trust_remote_code: bool = False,
+              progress: Callable[[str, int, int], None] | None = None) -> SplitOutcome:
+    from aiflow_cli.codecs import make_codec
+    from aiflow_cli.export.api import check_export_dir
+
+    make_codec(codec)
+    if (device is None) != (server is None):
+        raise InputError("--device and --server go together", "pass both, or neither to export named --cut values")
+    if device is not None and not links:
+        raise InputError("no link given", "pass --link FILE.yaml or --bandwidth 0.5MB/s,1MB/s --rtt 20ms")
+    if device is None and not (export_dir and cuts):
+        raise InputError("nothing to do", "pass --device/--server/--link to plan, or --cut C --export DIR to export")
+    if export_dir is not None:
+        check_export_dir(export_dir, force)
+    model = load_model(spec, trust_remote_code=trust_remote_code)
+    for cut in cuts or []:
+        model.cut_index(cut)
+
+    result = None
+    if device is not None:
+        from aiflow_cli.profiling.measure import profile_model
+
+        result = plan_split(model, device, server, links, codec, host_profile,
+                            measure=lambda: profile_model(model, repeats=10, warmup=2, progress=progress))
+    manifest = None
+    if export_dir is not None:
+        from aiflow_cli.export.api import export_split
+
+        chosen = list(cuts or [])
+        if not chosen and result is not None:
+            chosen = [lp.best_cut for lp in result.plan.links if lp.best_cut not in (DEVICE_ONLY, SERVER_ONLY)]
+            chosen = list(dict.fromkeys(chosen))
+            if not chosen:
+                raise InputError("the best plan for every link runs on one side only: nothing to split",
+                                 "name a cut with --cut to export it anyway")
+        if model.task == "causal-lm":
+            from aiflow_cli.export.lm_pair import export_lm_split
+
+            manifest = export_lm_split(model, chosen, export_dir, force=force, progress=progress)
+        else:
+            manifest = _export(model, chosen, codec, result, export_dir, force, triton, verify_count, progress)
+    return SplitOutcome(result=result, manifest=manifest)
+
+
+def _export(model, chosen, codec, result, export_dir, force, triton, verify_count, progress):  # noqa: ANN001, ANN202
+    from aiflow_cli.export.api import export_split
+    from aiflow_cli.split.codec_eval import evaluate_codec
+
+    if result is not None:
+        by_cut = {c.cut: c for c in result.codecs}
+    else:
+        by_cut = {c.cut: c for c in evaluate_codec(model, codec, cut_indices=[model.cut_index(c) for c in chosen])}
+    predicted, sent = {}, {}
+    if result is not None:
+        for cut in chosen:
+            predicted[cut] = {lp.name: next(c.total_ms for c in lp.candidates if c.cut == cut) for lp in result.plan.links}
+            sent[cut] = result.costs.cut_bytes[model.cut_index(cut)]
+    return export_split(model, chosen, {c: by_cut[c].codec for c in chosen}, export_dir, force=force, triton=triton,
+                        verify_count=verify_count, predicted=predicted, bytes_per_request=sent,
+                        plan_table=[r.model_dump() for r in result.plan.plan_table] if result else None,
+                        progress=progress)

@@ -1,0 +1,102 @@
+"""The split cost model (Neurosurgeon-style, per request).
+
+For a cut ``c`` between device segments ``0..c`` and server segments ``c+1..``::
+
+    total(c) = device(0..c) + encode(c) + bytes(c) / uplink + RTT
+             + server(c+1..) + decode(c) + result_bytes / downlink
+
+The two extremes are always candidates: ``device-only`` (no link at all) and ``server-only``
+(upload the raw input as the app would: JPEG q90 for images, token ids for text).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from aiflow_cli.schemas.plan import Candidate, PlanRow
+
+__all__ = ["CostInputs", "Link", "candidates", "best_candidate", "plan_table", "DEVICE_ONLY", "SERVER_ONLY",
+           "PLAN_MIN_RATE", "PLAN_MAX_RATE"]
+
+DEVICE_ONLY = "device-only"
+SERVER_ONLY = "server-only"
+PLAN_MIN_RATE = 1e3  # bytes/s; the plan table covers 1 KB/s .. 10 GB/s
+PLAN_MAX_RATE = 1e10
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    up_rate: float  # bytes/s, device -> server
+    down_rate: float  # bytes/s, server -> device
+    rtt_ms: float
+
+
+@dataclass(frozen=True)
+class CostInputs:
+    cuts: list[str]
+    device_ms: list[float]  # per segment, len(cuts) + 1
+    server_ms: list[float]
+    cut_bytes: list[int]  # bytes on the wire at each cut (after the codec)
+    encode_ms: list[float]
+    decode_ms: list[float]
+    input_upload_bytes: int
+    result_bytes: int
+
+
+def _r(x: float) -> float:
+    return round(x, 4)
+
+
+def candidates(c: CostInputs, link: Link) -> list[Candidate]:
+    """Every candidate for this link, fastest first (ties keep device-side order)."""
+    result_ms = c.result_bytes / link.down_rate * 1e3
+    out = [Candidate(cut=DEVICE_ONLY, device_ms=_r(sum(c.device_ms)), encode_ms=0, transfer_ms=0, rtt_ms=0,
+                     server_ms=0, decode_ms=0, total_ms=_r(sum(c.device_ms)), bytes=0)]
+    for i, cut in enumerate(c.cuts):
+        dev, srv = sum(c.device_ms[: i + 1]), sum(c.server_ms[i + 1:])
+        transfer = c.cut_bytes[i] / link.up_rate * 1e3 + result_ms
+        total = dev + c.encode_ms[i] + transfer + link.rtt_ms + srv + c.decode_ms[i]
+        out.append(Candidate(cut=cut, device_ms=_r(dev), encode_ms=_r(c.encode_ms[i]), transfer_ms=_r(transfer),
+                             rtt_ms=link.rtt_ms, server_ms=_r(srv), decode_ms=_r(c.decode_ms[i]), total_ms=_r(total),
+                             bytes=c.cut_bytes[i]))
+    transfer = c.input_upload_bytes / link.up_rate * 1e3 + result_ms
+    srv = sum(c.server_ms)
+    out.append(Candidate(cut=SERVER_ONLY, device_ms=0, encode_ms=0, transfer_ms=_r(transfer), rtt_ms=link.rtt_ms,
+                         server_ms=_r(srv), decode_ms=0, total_ms=_r(transfer + link.rtt_ms + srv),
+                         bytes=c.input_upload_bytes))
+    order = {cand.cut: i for i, cand in enumerate(out)}
+    return sorted(out, key=lambda cand: (cand.total_ms, order[cand.cut]))
+
+
+def best_candidate(c: CostInputs, link: Link) -> Candidate:
+    return candidates(c, link)[0]
+
+
+def _best_at(c: CostInputs, rate: float, rtt_ms: float) -> str:
+    return best_candidate(c, Link("plan", rate, rate, rtt_ms)).cut
+
+
+def plan_table(c: CostInputs, rtt_ms: float, points: int = 400) -> list[PlanRow]:
+    """Best cut per (symmetric) link-rate interval: the rates at which a runtime should switch cuts.
+
+    Scans a log grid, then bisects each change to within 0.1% of the rate.
+    """
+    grid = [PLAN_MIN_RATE * (PLAN_MAX_RATE / PLAN_MIN_RATE) ** (i / (points - 1)) for i in range(points)]
+    rows: list[PlanRow] = []
+    start, current = grid[0], _best_at(c, grid[0], rtt_ms)
+    for lo, hi in zip(grid, grid[1:]):
+        nxt = _best_at(c, hi, rtt_ms)
+        if nxt == current:
+            continue
+        while hi / lo > 1.001:  # bisect in log space
+            mid = math.sqrt(lo * hi)
+            if _best_at(c, mid, rtt_ms) == current:
+                lo = mid
+            else:
+                hi = mid
+        rows.append(PlanRow(min_rate_bytes_per_s=round(start, 1), max_rate_bytes_per_s=round(hi, 1), cut=current))
+        start, current = hi, _best_at(c, hi, rtt_ms)
+    rows.append(PlanRow(min_rate_bytes_per_s=round(start, 1), max_rate_bytes_per_s=PLAN_MAX_RATE, cut=current))
+    return rows
