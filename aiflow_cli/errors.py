@@ -29,6 +29,9 @@ class AiflowError(Exception):
     def one_line(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def __str__(self) -> str:
+        return self.one_line()
+
 
 class ConfigError(AiflowError):
     """A YAML/JSON file is missing, malformed, or has a wrong or missing field."""

@@ -1,0 +1,202 @@
+"""aiflow split on the real zoo models: plans, exports, verification, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from aiflow_cli.cli.main import app
+from aiflow_cli.codecs import make_codec
+from aiflow_cli.errors import AiflowError, InputError
+from aiflow_cli.export.api import export_split
+from aiflow_cli.export.check import verify_export_dir
+from conftest import PROFILES, needs_imagenet
+
+JETSON = PROFILES / "devices" / "jetson-orin-nano.yaml"
+A100 = PROFILES / "servers" / "a100-edge.yaml"
+
+
+@pytest.fixture(scope="session")
+def host_profile_file(efficientnet_profile, tmp_path_factory):
+    path = tmp_path_factory.mktemp("profile") / "effnet.json"
+    path.write_text(efficientnet_profile.model_dump_json())
+    return path
+
+
+@pytest.fixture(scope="session")
+def effnet_export(efficientnet, tmp_path_factory):
+    """One fp32 pair at block3 (with Triton), shared by the manifest tests."""
+    out = tmp_path_factory.mktemp("exports") / "effnet"
+    manifest = export_split(efficientnet, ["block3"], {"block3": make_codec("fp32")}, out, verify_count=20)
+    return out, manifest
+
+
+def test_projected_plan_picks_the_cost_model_minimum_for_each_link(runner, host_profile_file, tmp_path):
+    plot = tmp_path / "split.png"
+    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--device", str(JETSON), "--server", str(A100),
+                                 "--bandwidth", "0.5MB/s,1MB/s,2MB/s", "--rtt", "20ms", "--profile",
+                                 str(host_profile_file), "--json", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)["plan"]
+    assert [lp["rate_bytes_per_s"] for lp in plan["links"]] == [5e5, 1e6, 2e6]
+    for lp in plan["links"]:
+        totals = {c["cut"]: c["total_ms"] for c in lp["candidates"]}
+        assert len(totals) == 17 + 2
+        assert totals[lp["best_cut"]] == min(totals.values())
+        for c in lp["candidates"]:
+            parts = c["device_ms"] + c["encode_ms"] + c["transfer_ms"] + c["rtt_ms"] + c["server_ms"] + c["decode_ms"]
+            assert c["total_ms"] == pytest.approx(parts, abs=1e-3)
+    assert plan["device"]["source"] == "projected" and plan["server"]["source"] == "projected"
+    assert plan["plan_table"] and plan["plan_table"][0]["min_rate_bytes_per_s"] == 1e3
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plan_table_is_printed(runner, host_profile_file):
+    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--device", str(JETSON), "--server", str(A100),
+                                 "--bandwidth", "0.5MB/s,1MB/s,2MB/s", "--rtt", "20ms", "--profile", str(host_profile_file)])
+    assert result.exit_code == 0, result.output
+    assert "plan table" in result.output and "best cut per link" in result.output
+
+
+def test_measured_profiles_are_accepted_for_both_sides(runner, host_profile_file):
+    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--device", str(host_profile_file),
+                                 "--server", str(host_profile_file), "--link", str(PROFILES / "links" / "wifi6.yaml"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)["plan"]
+    assert plan["device"]["source"] == "measured"
+
+
+@needs_imagenet
+def test_every_efficientnet_cut_exports_a_verified_pair(efficientnet, tmp_path):
+    codecs = {c: make_codec("fp32") for c in efficientnet.cuts}
+    manifest = export_split(efficientnet, efficientnet.cuts, codecs, tmp_path / "all", triton=False, verify_count=50)
+    assert [p.cut for p in manifest.pairs] == efficientnet.cuts
+    for p in manifest.pairs:
+        v = p.verification
+        assert v.passed and v.agreement == 1.0 and v.count == 50
+        assert v.max_abs_diff <= 1e-4 * v.output_scale
+
+
+def test_every_minilm_cut_exports_a_verified_pair(minilm, tmp_path):
+    codecs = {c: make_codec("fp32") for c in minilm.cuts}
+    manifest = export_split(minilm, minilm.cuts, codecs, tmp_path / "all", triton=False, verify_count=16)
+    for p in manifest.pairs:
+        assert p.verification.passed, p.verification
+        assert [d.name for d in p.crossing] == ["hidden_states", "mask"]
+        assert p.crossing[0].shape == ["batch", "sequence", 384]
+
+
+@needs_imagenet
+def test_lossy_codec_reports_its_agreement(efficientnet, tmp_path):
+    from aiflow_cli.split.codec_eval import evaluate_codec
+
+    [cc] = evaluate_codec(efficientnet, "int8-channel+zstd", cut_indices=[efficientnet.cut_index("block9")])
+    manifest = export_split(efficientnet, ["block9"], {"block9": cc.codec}, tmp_path / "int8", triton=False)
+    pair = manifest.pairs[0]
+    assert pair.crossing[0].dtype == "uint8" and pair.codec.name == "int8-channel+zstd"
+    assert pair.verification.agreement >= 0.9
+    assert cc.wire_bytes < 0.3 * cc.fp32_bytes
+
+
+def test_manifest_validates_against_the_shipped_schema(effnet_export):
+    import jsonschema
+
+    from aiflow_cli.schemas.manifest import SCHEMA_FILE, manifest_json_schema
+
+    out, _ = effnet_export
+    schema = json.loads(SCHEMA_FILE.read_text())
+    assert schema == json.loads(json.dumps(manifest_json_schema())), "regenerate manifest.schema.json"
+    jsonschema.validate(json.loads((out / "manifest.json").read_text()), schema)
+
+
+def test_triton_config_matches_the_manifest(effnet_export):
+    out, manifest = effnet_export
+    pair = manifest.pairs[0]
+    config = (out / "triton" / "efficientnet-lite0-server-block3" / "config.pbtxt").read_text()
+    assert 'name: "activation"' in config and "dims: [ 40, 28, 28 ]" in config
+    assert 'name: "logits"' in config and "TYPE_FP32" in config
+    model = out / "triton" / "efficientnet-lite0-server-block3" / "1" / "model.onnx"
+    assert model.read_bytes() == (out / pair.server.file).read_bytes()
+
+
+def test_verify_command_accepts_an_intact_export(runner, effnet_export):
+    out, _ = effnet_export
+    result = runner.invoke(app, ["split", "verify", str(out), "--verify-count", "10"])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
+
+
+@pytest.mark.parametrize("side", ["device", "server"])
+def test_changing_one_byte_of_an_onnx_file_fails_verification(runner, effnet_export, tmp_path, side):
+    out, manifest = effnet_export
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    target = copy / getattr(manifest.pairs[0], side).file
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    result = runner.invoke(app, ["split", "verify", str(copy)])
+    assert result.exit_code == 2
+    assert "hash mismatch" in result.stderr and target.name in result.stderr
+
+
+def test_unknown_cut_lists_the_valid_ones(runner, tmp_path):
+    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--cut", "block99", "--export", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "unknown cut 'block99'" in result.stderr and "stem, block0" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_profile_of_another_model_is_refused(runner, host_profile_file):
+    result = runner.invoke(app, ["split", "zoo:minilm-l6", "--device", str(host_profile_file), "--server",
+                                 str(host_profile_file), "--bandwidth", "1MB/s"])
+    assert result.exit_code == 2
+    assert "measured on model 'zoo:efficientnet-lite0'" in result.stderr
+
+
+def test_non_empty_export_dir_is_refused_without_force(runner, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--cut", "block3", "--export", str(out)])
+    assert result.exit_code == 2 and "not empty" in result.stderr and "--force" in result.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_force_replaces_a_non_empty_export_dir(runner, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--cut", "block14", "--export", str(out),
+                                 "--force", "--no-triton", "--verify-count", "10"])
+    assert result.exit_code == 0, result.output
+    assert not (out / "old.txt").exists() and (out / "manifest.json").is_file()
+
+
+def test_failed_export_leaves_nothing_behind(efficientnet, tmp_path, monkeypatch):
+    import aiflow_cli.export.api as api
+
+    real = api.verify_pair
+
+    def failing(*args, **kwargs):
+        return real(*args, **kwargs).model_copy(update={"passed": False})
+
+    monkeypatch.setattr(api, "verify_pair", failing)
+    with pytest.raises(AiflowError, match="failed verification, nothing written"):
+        export_split(efficientnet, ["block3"], {"block3": make_codec("fp32")}, tmp_path / "out", verify_count=4)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_split_without_link_or_cut_says_what_to_pass(runner):
+    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0"])
+    assert result.exit_code == 2 and "--device" in result.stderr
+
+
+def test_device_without_server_is_refused():
+    from aiflow_cli.split.api import run_split
+
+    with pytest.raises(InputError, match="go together"):
+        run_split("zoo:efficientnet-lite0", JETSON, None, [])
