@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from aiflow_cli import __version__
 from aiflow_cli.codecs.base import ActivationCodec
@@ -24,7 +25,7 @@ from aiflow_cli.export.verify import VerificationError, verify_pair
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.schemas.manifest import CodecInfo, ExportedPair, Manifest
 
-__all__ = ["check_export_dir", "export_split", "replace_dir"]
+__all__ = ["check_export_dir", "export_split", "replace_dir", "staged_dir"]
 
 
 def check_export_dir(out_dir: Path, force: bool) -> None:
@@ -46,6 +47,20 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
+@contextmanager
+def staged_dir(out_dir: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out_dir``; move it into place only if the block succeeds."""
+    check_export_dir(out_dir, force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+        replace_dir(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, ActivationCodec], out_dir: Path,
                  force: bool = False, triton: bool = True, verify_count: int = 50,
                  predicted: dict[str, dict[str, float]] | None = None, bytes_per_request: dict[str, int] | None = None,
@@ -55,10 +70,7 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
     indices = [model.cut_index(c) for c in cuts]  # unknown cut -> error listing the valid ones
     if not cuts:
         raise InputError("nothing to export", "name a cut with --cut, or give links so a best cut is chosen")
-    check_export_dir(out_dir, force)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir, force) as tmp:
         example = model.make_input(1, model.default_seq_len and 16)
         inputs, source = real_inputs(model, "verification", verify_count)
         pairs, failures = [], []
@@ -93,11 +105,7 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
             opset=OPSET, pairs=pairs, plan_table=plan_table or [],
         )
         (tmp / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=1) + "\n")
-        replace_dir(tmp, out_dir)
-        return manifest
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
 
 
 def _placeholder():  # noqa: ANN202 - filled in right after the files exist

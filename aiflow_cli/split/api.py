@@ -38,6 +38,8 @@ def run_split(spec: str, device: Path | None, server: Path | None, links: list[L
     if export_dir is not None:
         check_export_dir(export_dir, force)
     model = load_model(spec, trust_remote_code=trust_remote_code)
+    if model.task == "causal-lm" and codec != "fp32" and export_dir is not None:
+        raise InputError(f"codec '{codec}' is not available for KV-cached causal-LM pairs yet", "use --codec fp32")
     for cut in cuts or []:
         model.cut_index(cut)
 
