@@ -121,12 +121,11 @@ class LMPairRunner:
     """Greedy decoding through device.onnx and server.onnx, each keeping its own KV cache."""
 
     def __init__(self, root: Path, pair: ExportedPair) -> None:
-        import onnxruntime as ort
+        from aiflow_cli.export.sessions import ort_session
 
-        providers = ["CPUExecutionProvider"]
         self.pair = pair
-        self.device = ort.InferenceSession(str(Path(root) / pair.device.file), providers=providers)
-        self.server = ort.InferenceSession(str(Path(root) / pair.server.file), providers=providers)
+        self.device = ort_session(Path(root) / pair.device.file)
+        self.server = ort_session(Path(root) / pair.server.file)
 
     @staticmethod
     def _empty(decls: list[TensorDecl]) -> dict[str, np.ndarray]:

@@ -17,15 +17,11 @@ __all__ = ["PairRunner"]
 
 class PairRunner:
     def __init__(self, root: Path, pair: ExportedPair, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        from aiflow_cli.export.sessions import ort_session
 
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
         self.pair = pair
-        self.device = ort.InferenceSession(str(Path(root) / pair.device.file), opts, providers=providers)
-        self.server = ort.InferenceSession(str(Path(root) / pair.server.file), opts, providers=providers)
+        self.device = ort_session(Path(root) / pair.device.file, threads)
+        self.server = ort_session(Path(root) / pair.server.file, threads)
         self.codec: ActivationCodec = codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))
         self.plain = ActivationCodec()
 

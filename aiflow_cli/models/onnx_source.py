@@ -19,7 +19,7 @@ from aiflow_cli.errors import ModelSourceError
 from aiflow_cli.models.graph_cuts import GraphNode, find_cuts
 from aiflow_cli.models.segmented import Segment, SegmentedModel, tensors_of
 
-__all__ = ["OnnxSegment", "load_onnx", "onnx_macs"]
+__all__ = ["OnnxSegment", "load_onnx", "onnx_macs", "call_overhead_ms"]
 
 _NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.INT64: np.int64,
              onnx.TensorProto.INT32: np.int32, onnx.TensorProto.FLOAT16: np.float16}
@@ -30,13 +30,10 @@ class OnnxSegment(nn.Module):
 
     def __init__(self, proto: onnx.ModelProto, threads: int | None = None) -> None:
         super().__init__()
-        import onnxruntime as ort
+        from aiflow_cli.export.sessions import ort_session
 
         self.proto = proto
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.session = ort_session(proto.SerializeToString(), threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -44,6 +41,25 @@ class OnnxSegment(nn.Module):
         feeds = {name: t.detach().cpu().numpy() for name, t in zip(self.input_names, tensors_of(x))}
         outs = [torch.from_numpy(np.asarray(o)) for o in self.session.run(self.output_names, feeds)]
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def call_overhead_ms(repeats: int = 200) -> float:
+    """Fixed cost of one onnxruntime ``run`` call (an Identity graph on 4 floats), median in ms."""
+    import time
+
+    import onnx.helper as oh
+
+    graph = oh.make_graph([oh.make_node("Identity", ["x"], ["y"])], "identity",
+                          [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])])
+    seg = OnnxSegment(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    x = torch.zeros(4)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        seg(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
 
 
 def _graph_nodes(graph: onnx.GraphProto) -> tuple[list[GraphNode], list[str], list[str], set[str]]:

@@ -119,6 +119,17 @@ class ProfileReport(_Strict):
     decode: DecodeProfile | None = None
     projection: Projection | None = None
 
+    def apportioned_latencies_ms(self) -> list[float]:
+        """Per-segment latency that sums to the whole-model median.
+
+        Running segments one by one costs a little more than the unsplit model (per-call
+        overhead, fusions lost at the boundaries); a split pair runs as two calls, close to the
+        whole model. So the segment medians are used as shares of the whole-model time.
+        """
+        medians = [s.latency_ms.median for s in self.segments]
+        scale = self.total.latency_ms_whole_model.median / sum(medians)
+        return [m * scale for m in medians]
+
     def cut_bytes(self) -> dict[str, int]:
         """Bytes crossing each cut, by cut name."""
         return {cut: seg.out_bytes for cut, seg in zip(self.cuts, self.segments)}

@@ -47,7 +47,7 @@ def side_latencies(path: Path, model: SegmentedModel, host: Callable[[], Profile
     if path.suffix == ".json":
         report = load_profile(path)
         check_profile_matches(report, model, path)
-        return [s.latency_ms.median for s in report.segments], NodeInfo(
+        return report.apportioned_latencies_ms(), NodeInfo(
             name=f"{report.host.cpu} ({report.settings.runtime})", kind=kind, source="measured", file=str(path))
     hw = load_compute(path)
     proj = project(host(), hw, measure_host_roofline())
