@@ -1,11 +1,16 @@
 """Predicted vs measured compute latency of every exported EfficientNet-Lite0 pair (issue #3).
 
 Prediction: this machine's own onnxruntime profile for both sides (device = segments up to the
-cut, server = the rest; no link, no codec), as `aiflow split` computes it from a profile JSON. Measurement: the exported device.onnx + server.onnx
-run back to back in onnxruntime, same thread settings, interleaved across cuts round by round so
-drift on this shared machine hits every cut alike. Prints a markdown table for docs/benchmarks.md.
+cut, server = the rest; no link, no codec), computed exactly as `aiflow split --device P.json
+--server P.json` does. Measurement: the exported device.onnx + server.onnx run back to back in
+onnxruntime with the same session options, one pair at a time and repeated, as a deployed device
+runs it (weights warm in cache, as during profiling).
 
-    .venv/bin/python benchmarks/split_latency.py [--repeats 30] [--json out.json]
+This machine is shared and its speed drifts by tens of percent over minutes, so profiling and
+pair timing alternate in ``--rounds`` rounds and every median pools all rounds: drift lands on
+both sides of the comparison alike. Prints a markdown table for docs/benchmarks.md.
+
+    .venv/bin/python benchmarks/split_latency.py [--rounds 5] [--repeats 8] [--threads 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -18,65 +23,93 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+
+def _pooled_profile(reports):  # noqa: ANN001, ANN202 - ProfileReport list -> ProfileReport
+    """One profile whose medians are the medians over all rounds."""
+    from aiflow_cli.schemas.profile import Latency
+
+    first = reports[0].model_copy(deep=True)
+    for i, seg in enumerate(first.segments):
+        seg.latency_ms = Latency(median=statistics.median(r.segments[i].latency_ms.median for r in reports),
+                                 p90=max(r.segments[i].latency_ms.p90 for r in reports))
+    first.total.latency_ms_whole_model = Latency(
+        median=statistics.median(r.total.latency_ms_whole_model.median for r in reports),
+        p90=max(r.total.latency_ms_whole_model.p90 for r in reports))
+    first.total.latency_ms_sum_of_segment_medians = round(sum(s.latency_ms.median for s in first.segments), 4)
+    return first
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=8, help="timed runs per round, for the profile and each pair")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads for profile and pairs alike (1: repeatable; 2 threads on this "
+                             "shared VM jitter by +-15%% from run to run)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     from aiflow_cli.codecs import make_codec
     from aiflow_cli.export.api import export_split
+    from aiflow_cli.export.sessions import ort_session
     from aiflow_cli.models import load_model
     from aiflow_cli.profiling.host import host_info
     from aiflow_cli.profiling.measure import profile_model
     from aiflow_cli.schemas.manifest import load_manifest
-
-    model = load_model("zoo:efficientnet-lite0")
     from aiflow_cli.split.planner import side_latencies
 
-    report = profile_model(model, batch=1, runtime="onnxruntime", repeats=args.repeats, warmup=5)
+    model = load_model("zoo:efficientnet-lite0")
+    x = model.make_input(1, None)
     with tempfile.TemporaryDirectory() as tmp:
-        profile_json = Path(tmp) / "profile.json"
-        profile_json.write_text(report.model_dump_json())
-        # exactly what `aiflow split --device profile.json --server profile.json` uses
-        seg_ms, _ = side_latencies(profile_json, model, lambda: report, "device")
         out = Path(tmp) / "pairs"
         export_split(model, model.cuts, {c: make_codec("fp32") for c in model.cuts}, out, triton=False, verify_count=10)
         manifest = load_manifest(out)
-        from aiflow_cli.export.sessions import ort_session
-
         # the same session options the profile and aiflow's own pair runner use
-        sessions = {p.cut: (ort_session(out / p.device.file), ort_session(out / p.server.file)) for p in manifest.pairs}
-        x = model.make_input(1, None).numpy()
-        times: dict[str, list[float]] = {c: [] for c in sessions}
-        for r in range(args.repeats + 3):
+        sessions = {p.cut: (ort_session(out / p.device.file, args.threads), ort_session(out / p.server.file, args.threads))
+                    for p in manifest.pairs}
+        reports, times, dev_times, srv_times = [], {c: [] for c in sessions}, {c: [] for c in sessions}, \
+            {c: [] for c in sessions}
+        for _ in range(args.rounds):
+            reports.append(profile_model(model, batch=1, runtime="onnxruntime", repeats=args.repeats, warmup=2,
+                                         threads=args.threads))
             for cut, (dev, srv) in sessions.items():
-                t0 = time.perf_counter()
-                wire = dev.run(None, {"image": x})[0]
-                srv.run(None, {"activation": wire})
-                if r >= 3:
-                    times[cut].append(time.perf_counter() - t0)
+                for r in range(args.repeats + 2):
+                    t0 = time.perf_counter()
+                    wire = dev.run(None, {"image": x.numpy()})[0]
+                    t1 = time.perf_counter()
+                    srv.run(None, {"activation": wire})
+                    t2 = time.perf_counter()
+                    if r >= 2:
+                        times[cut].append(t2 - t0)
+                        dev_times[cut].append(t1 - t0)
+                        srv_times[cut].append(t2 - t1)
+        report = _pooled_profile(reports)
+        profile_json = Path(tmp) / "profile.json"
+        profile_json.write_text(report.model_dump_json())
+        seg_ms, _ = side_latencies(profile_json, model, lambda: report, "device")
+
     rows = []
     for i, cut in enumerate(model.cuts):
-        predicted = sum(seg_ms[: i + 1]) + sum(seg_ms[i + 1:])
+        device, server = sum(seg_ms[: i + 1]), sum(seg_ms[i + 1:])
         measured = statistics.median(times[cut]) * 1e3
-        rows.append({"cut": cut, "device_ms": round(sum(seg_ms[: i + 1]), 3), "server_ms": round(sum(seg_ms[i + 1:]), 3),
-                     "predicted_ms": round(predicted, 3), "measured_ms": round(measured, 3),
-                     "error": round((predicted - measured) / measured, 4)})
+        rows.append({"cut": cut, "device_ms": round(device, 3), "server_ms": round(server, 3),
+                     "measured_device_ms": round(statistics.median(dev_times[cut]) * 1e3, 3),
+                     "measured_server_ms": round(statistics.median(srv_times[cut]) * 1e3, 3),
+                     "predicted_ms": round(device + server, 3), "measured_ms": round(measured, 3),
+                     "error": round((device + server - measured) / measured, 4)})
     host = host_info()
-    print(f"# split latency: predicted vs measured (onnxruntime, batch 1, {args.repeats} repeats)")
+    print(f"# split latency: predicted vs measured (onnxruntime, batch 1, {args.threads} thread(s), "
+          f"{args.rounds} rounds x {args.repeats})")
     print(f"host: {host.cpu}, {host.cores} cores; onnxruntime {host.libraries.get('onnxruntime')}; "
           f"{datetime.date.today().isoformat()}; whole model {report.total.latency_ms_whole_model.median:.2f} ms; "
           f"raw sum of the {len(report.segments)} segment medians {report.total.latency_ms_sum_of_segment_medians:.2f} ms "
           "(the plan apportions the whole-model time by segment share)")
     print()
-    print("| cut | device ms (pred.) | server ms (pred.) | predicted ms | measured pair ms | error |")
+    print("| cut | device ms pred. / meas. | server ms pred. / meas. | predicted ms | measured pair ms | error |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['cut']} | {r['device_ms']:.2f} | {r['server_ms']:.2f} | {r['predicted_ms']:.2f} | "
+        print(f"| {r['cut']} | {r['device_ms']:.2f} / {r['measured_device_ms']:.2f} | "
+              f"{r['server_ms']:.2f} / {r['measured_server_ms']:.2f} | {r['predicted_ms']:.2f} | "
               f"{r['measured_ms']:.2f} | {r['error'] * 100:+.1f}% |")
     worst = max(abs(r["error"]) for r in rows)
     print(f"\nworst |error|: {worst * 100:.1f}% (target <= 15%)")
@@ -86,5 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

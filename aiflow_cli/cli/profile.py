@@ -23,6 +23,8 @@ def profile_cmd(
     runtime: Annotated[str, typer.Option("--runtime", help="torch (eager) or onnxruntime (each segment exported).")] = "torch",
     repeats: Annotated[int, typer.Option("--repeats", help="Timed runs after warm-up; medians and p90 over these.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", help="Intra-op threads for torch and onnxruntime (default: all cores). 1 is the most repeatable.")] = None,
     out: OutFileOpt = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG bar chart of latency and cut sizes.")] = None,
     target: Annotated[Optional[Path], typer.Option(
@@ -39,13 +41,14 @@ def profile_cmd(
     from aiflow_cli.atomic import check_writable, write_text_atomic
     from aiflow_cli.profiling.api import check_profile_settings, run_profile
 
-    check_profile_settings(batch, seq_len, repeats, warmup, runtime)
+    check_profile_settings(batch, seq_len, repeats, warmup, runtime, threads)
     for path in (out, plot):
         if path is not None:
             check_writable(path)
     with progress_bar(enabled=True) as progress:
         report = run_profile(model, batch=batch, seq_len=seq_len, runtime=runtime, repeats=repeats,
-                             warmup=warmup, target=target, trust_remote_code=trust_remote_code, progress=progress)
+                             warmup=warmup, target=target, trust_remote_code=trust_remote_code, progress=progress,
+                             threads=threads)
     text = report.model_dump_json(indent=2)
     if out is not None:
         write_text_atomic(out, text + "\n")

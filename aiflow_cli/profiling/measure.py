@@ -1,8 +1,8 @@
 """``aiflow profile``: measure every segment between consecutive cuts on this machine.
 
-Timing runs the chain segment by segment (perf_counter around each) and, in the same loop,
-the unsplit model, so the sum of segment medians can be checked against a whole-model run
-taken under the same conditions. Causal LMs are measured twice: prefill of ``seq_len`` tokens
+Timing runs the chain segment by segment (perf_counter around each), then the unsplit model in
+a block of its own, so the sum of segment medians can be checked against a whole-model run
+taken in the same command. Causal LMs are measured twice: prefill of ``seq_len`` tokens
 into an empty KV cache, then one decode step on top of that cache.
 """
 
@@ -89,11 +89,17 @@ def _jpeg_of_tensor(images: torch.Tensor) -> int:
 
 def _time_chain(segments: list[Segment], whole: torch.nn.Module, x: Any, repeats: int, warmup: int,
                 reset: Callable[[], None], progress: Progress | None, label: str) -> tuple[list[list[float]], list[float]]:
+    """Per-segment times over the chain, then the unsplit model timed on its own.
+
+    The whole model is timed in a block of its own (warm), not interleaved with the chain: when
+    segments hold their own copies of the weights (onnxruntime), running the chain first would
+    leave the whole model's weights cold and make it look slower than any deployment runs it.
+    """
     seg_times: list[list[float]] = [[] for _ in segments]
     whole_times: list[float] = []
-    total = warmup + repeats
+    total = 2 * (warmup + repeats)
     with torch.no_grad():
-        for r in range(total):
+        for r in range(warmup + repeats):
             reset()
             h = x
             for i, seg in enumerate(segments):
@@ -101,13 +107,16 @@ def _time_chain(segments: list[Segment], whole: torch.nn.Module, x: Any, repeats
                 h = seg.module(h)
                 if r >= warmup:
                     seg_times[i].append(time.perf_counter() - t0)
+            if progress:
+                progress(label, r + 1, total)
+        for r in range(warmup + repeats):
             reset()
             t0 = time.perf_counter()
             whole(x)
             if r >= warmup:
                 whole_times.append(time.perf_counter() - t0)
             if progress:
-                progress(label, r + 1, total)
+                progress(label, warmup + repeats + r + 1, total)
     return seg_times, whole_times
 
 
@@ -140,7 +149,7 @@ def _onnx_counts(segments: list[Segment], x: Any) -> tuple[list[Any], list[int],
     return outs, macs, peaks
 
 
-def _to_onnxruntime(model: SegmentedModel, x: Any) -> tuple[list[Segment], torch.nn.Module]:
+def _to_onnxruntime(model: SegmentedModel, x: Any, threads: int | None = None) -> tuple[list[Segment], torch.nn.Module]:
     """Export each torch segment and the whole model to ONNX and run them in onnxruntime."""
     from aiflow_cli.export.onnx_export import export_onnx, value_names
     from aiflow_cli.models.onnx_source import OnnxSegment
@@ -152,10 +161,10 @@ def _to_onnxruntime(model: SegmentedModel, x: Any) -> tuple[list[Segment], torch
     for seg in model.segments:
         out = seg.module(h)
         proto = export_onnx(seg.module, h, value_names("in", h), value_names("out", out))
-        segments.append(Segment(seg.name, OnnxSegment(proto)))
+        segments.append(Segment(seg.name, OnnxSegment(proto, threads)))
         h = out
     out = model.whole(x)
-    whole = OnnxSegment(export_onnx(model.whole, x, value_names("in", x), value_names("out", out)))
+    whole = OnnxSegment(export_onnx(model.whole, x, value_names("in", x), value_names("out", out)), threads)
     return segments, whole
 
 
@@ -165,7 +174,22 @@ def _shapes(value: Any) -> list[list[int]]:
 
 @torch.no_grad()
 def profile_model(model: SegmentedModel, batch: int = 1, seq_len: int | None = None, runtime: str = "torch",
-                  repeats: int = 20, warmup: int = 3, progress: Progress | None = None) -> ProfileReport:
+                  repeats: int = 20, warmup: int = 3, progress: Progress | None = None,
+                  threads: int | None = None) -> ProfileReport:
+    """Measure every segment. ``threads`` limits torch and onnxruntime intra-op threads (default: all)."""
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _profile(model, batch, seq_len, runtime, repeats, warmup, progress, threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: str, repeats: int, warmup: int,
+             progress: Progress | None, threads: int | None) -> ProfileReport:
     if batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
     if seq_len is not None and seq_len < 1:
@@ -184,7 +208,7 @@ def profile_model(model: SegmentedModel, batch: int = 1, seq_len: int | None = N
     onnx_native = "onnx_path" in model.extras
     segments, whole = model.segments, model.whole
     if runtime == "onnxruntime" and not onnx_native:
-        segments, whole = _to_onnxruntime(model, x)
+        segments, whole = _to_onnxruntime(model, x, threads)
     elif runtime == "torch" and onnx_native:
         runtime = "onnxruntime"  # an .onnx source only runs in onnxruntime; recorded as such
     counts = _onnx_counts(segments, x) if runtime == "onnxruntime" else _static_counts(segments, x, fresh_cache)
