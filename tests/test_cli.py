@@ -22,6 +22,6 @@ def test_version_prints_package_version(runner):
 
 
 def test_unimplemented_verbs_say_so_and_exit_2(runner):
-    result = runner.invoke(app, ["compress", "zoo:efficientnet-lite0"])
+    result = runner.invoke(app, ["serve-pair", "somewhere"])
     assert result.exit_code == 2
     assert "not available" in result.stderr

@@ -1,18 +1,62 @@
-"""``aiflow compress``: pruning, quantization, distillation from YAML recipes (issue #5)."""
+"""``aiflow compress``: pruning, quantisation and distillation from YAML recipes."""
 
 from __future__ import annotations
 
-from aiflow_cli.cli.common import cli_errors
-from aiflow_cli.cli.options import ModelArg
-from aiflow_cli.errors import AiflowError
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from aiflow_cli.cli.common import cli_errors, console, fmt_bytes, fmt_count, progress_bar
+from aiflow_cli.cli.options import JsonOpt
 
 __all__ = ["compress_cmd"]
 
 
 @cli_errors
-def compress_cmd(model: ModelArg) -> None:
-    """Compress MODEL with a YAML recipe (prune, quantize, distill) and report before/after.
+def compress_cmd(
+    model: Annotated[Optional[str], typer.Argument(
+        metavar="[MODEL]", help="Model to compress (as for profile); default: the recipe's 'model:'.")] = None,
+    recipe: Annotated[Path, typer.Option("--recipe", help="YAML recipe, e.g. recipes/minilm-l6-int8-dynamic.yaml.")] = ...,
+    out: Annotated[Path, typer.Option("--out", help="Output directory (compressed model, recipe, report.json).")] = ...,
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="Training/calibration data: an ImageNet-style folder or a text file (default: ../shared/data).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out directory.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compress MODEL with a recipe: prune, distil, quantise; report size, speed and quality before/after.
 
-    Not available in this version: tracked as issue #5.
+    Stages run in the recipe's order (prune and distill on the float model, then one quantize stage
+    in onnxruntime). The recipe is validated before any work; the output directory appears only
+    when every stage succeeded. The result is itself a model source: --model DIR.
     """
-    raise AiflowError("aiflow compress is not available in this version yet", "tracked as issue #5")
+    from aiflow_cli.compress.pipeline import run_compress
+
+    with progress_bar() as progress:
+        report = run_compress(model, recipe, out, data=data, force=force, progress=progress)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    b, a = report.before, report.after
+    table = Table(title=f"{report.recipe} on {report.model}", title_style="bold")
+    for col in ("", "before", "after", "after / before"):
+        table.add_column(col, justify="right")
+    table.add_row("ONNX file", fmt_bytes(b.size_bytes), fmt_bytes(a.size_bytes), f"{a.size_bytes / b.size_bytes:.3f}x")
+    table.add_row("parameters", fmt_count(b.params), fmt_count(a.params), f"{a.params / b.params:.3f}x")
+    table.add_row(f"latency ms ({report.latency_input})", f"{b.latency_ms:.2f}", f"{a.latency_ms:.2f}",
+                  f"{report.latency_ratio_paired:.3f}x (paired)")
+    table.add_row(a.metric.name, f"{b.metric.value:.4f}", f"{a.metric.value:.4f}",
+                  f"{a.metric.value - b.metric.value:+.4f}")
+    for key, value in a.metric.extra.items():
+        if key in ("agreement_with_original", "next_token_agreement", "min_cosine"):
+            table.add_row(key.replace("_", " "), "", f"{value:.4f}", "")
+    console.print(table)
+    stages = Table(title="stages", title_style="bold")
+    for col in ("#", "stage", "seconds", "figures"):
+        stages.add_column(col)
+    for s in report.stages:
+        figures = ", ".join(f"{k}={v}" for k, v in s.figures.items() if not isinstance(v, list))
+        stages.add_row(str(s.index), s.kind + (f"/{s.method}" if s.method else ""), f"{s.seconds:.1f}", figures)
+    console.print(stages)
+    console.print(f"wrote {out} ({report.seconds_total:.0f} s)")

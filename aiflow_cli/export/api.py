@@ -8,6 +8,7 @@ verification leaves nothing behind.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -53,8 +54,12 @@ def staged_dir(out_dir: Path, force: bool) -> Iterator[Path]:
     check_export_dir(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield tmp
+        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp made it private; give it the usual modes
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
         replace_dir(tmp, out_dir)
     finally:
         if tmp.exists():

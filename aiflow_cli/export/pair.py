@@ -80,10 +80,43 @@ def _artifact(root: Path, rel: str, proto: onnx.ModelProto, inputs: list[TensorD
     return Artifact(file=rel, sha256=sha256_file(path), size_bytes=path.stat().st_size, inputs=inputs, outputs=outputs)
 
 
+def _onnx_decls(proto: onnx.ModelProto, names: list[str]) -> list[TensorDecl]:
+    infos = {v.name: v for v in list(proto.graph.input) + list(proto.graph.output) + list(proto.graph.value_info)}
+    decls = []
+    for name in names:
+        t = infos[name].type.tensor_type
+        shape: list[int | str] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "dynamic")
+                                  for d in t.shape.dim]
+        decls.append(TensorDecl(name=name, shape=shape, dtype=onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name))
+    return decls
+
+
+def _export_onnx_source(model: SegmentedModel, cut_index: int, codec: ActivationCodec, root: Path) -> ExportedFiles:
+    """ONNX sources are split on the graph itself (no torch re-export); fp32 only."""
+    from aiflow_cli.errors import InputError
+
+    if codec.full_name != "fp32":
+        raise InputError(f"codec '{codec.full_name}' is not available for ONNX-file sources", "use --codec fp32")
+    extractor = model.extras["onnx_extractor"]
+    inputs, outputs = model.extras["onnx_inputs"], model.extras["onnx_outputs"]
+    crossing = list(model.segments[cut_index + 1].module.input_names)
+    dev_proto = extractor.extract_model(inputs, crossing)
+    srv_proto = extractor.extract_model(crossing, outputs)
+    sub = pair_dirname(model.cuts[cut_index])
+    wire = _onnx_decls(extractor.model, crossing)
+    return ExportedFiles(
+        device=_artifact(root, f"{sub}/device.onnx", dev_proto, _onnx_decls(extractor.model, inputs), wire),
+        server=_artifact(root, f"{sub}/server.onnx", srv_proto, wire, _onnx_decls(extractor.model, outputs)),
+        crossing=wire,
+    )
+
+
 @torch.no_grad()
 def export_pair(model: SegmentedModel, cut_index: int, codec: ActivationCodec, root: Path, example: Any,
                 opset: int = OPSET) -> ExportedFiles:
     """Write ``root/<cut>/device.onnx`` and ``server.onnx``; return their declarations."""
+    if "onnx_extractor" in model.extras:
+        return _export_onnx_source(model, cut_index, codec, root)
     modules = [s.module for s in model.segments]
     device = DeviceHalf(modules[: cut_index + 1], codec.device_module()).eval()
     server = ServerHalf(codec.server_module(), modules[cut_index + 1:]).eval()

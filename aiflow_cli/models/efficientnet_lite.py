@@ -55,20 +55,24 @@ def _bn(ch: int) -> nn.BatchNorm2d:
 
 
 class MBConv(nn.Module):
-    """Inverted residual: 1x1 expand -> kxk depthwise -> 1x1 project (+ identity skip)."""
+    """Inverted residual: 1x1 expand -> kxk depthwise -> 1x1 project (+ identity skip).
 
-    def __init__(self, a: BlockArgs) -> None:
+    ``widths`` = (in, mid, out) overrides the channel counts (a channel-pruned model); stride,
+    kernel and whether there is a skip always follow the original architecture.
+    """
+
+    def __init__(self, a: BlockArgs, widths: tuple[int, int, int] | None = None) -> None:
         super().__init__()
-        mid = a.in_ch * a.expand
+        in_ch, mid, out_ch = widths or (a.in_ch, a.in_ch * a.expand, a.out_ch)
         self.has_expand = a.expand != 1
         if self.has_expand:
-            self._expand_conv = nn.Conv2d(a.in_ch, mid, 1, bias=False)
+            self._expand_conv = nn.Conv2d(in_ch, mid, 1, bias=False)
             self._bn0 = _bn(mid)
         self._depthwise_conv = nn.Conv2d(mid, mid, a.kernel, stride=a.stride, padding=a.kernel // 2,
                                          groups=mid, bias=False)
         self._bn1 = _bn(mid)
-        self._project_conv = nn.Conv2d(mid, a.out_ch, 1, bias=False)
-        self._bn2 = _bn(a.out_ch)
+        self._project_conv = nn.Conv2d(mid, out_ch, 1, bias=False)
+        self._bn2 = _bn(out_ch)
         self.act = nn.ReLU6(inplace=True)
         self.skip = a.stride == 1 and a.in_ch == a.out_ch
 
@@ -102,14 +106,30 @@ class Head(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, num_classes: int = 1000, stem: int = 32,
+                 widths: list[tuple[int, int, int]] | None = None, head: int = 1280) -> None:
         super().__init__()
-        self._conv_stem = nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False)
-        self._bn0 = _bn(32)
-        self._blocks = nn.ModuleList(MBConv(a) for a in BLOCKS)
-        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
-        self._bn1 = _bn(1280)
-        self._fc = nn.Linear(1280, num_classes)
+        self._conv_stem = nn.Conv2d(3, stem, 3, stride=2, padding=1, bias=False)
+        self._bn0 = _bn(stem)
+        self._blocks = nn.ModuleList(MBConv(a, widths[i] if widths else None) for i, a in enumerate(BLOCKS))
+        last = widths[-1][2] if widths else 320
+        self._conv_head = nn.Conv2d(last, head, 1, bias=False)
+        self._bn1 = _bn(head)
+        self._fc = nn.Linear(head, num_classes)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "EfficientNetLite":
+        """Rebuild (possibly channel-pruned) widths from the weight shapes, then load the weights."""
+        widths = []
+        for i in range(len(BLOCKS)):
+            dw = state[f"_blocks.{i}._depthwise_conv.weight"].shape[0]
+            out = state[f"_blocks.{i}._project_conv.weight"].shape[0]
+            expand = state.get(f"_blocks.{i}._expand_conv.weight")
+            widths.append((expand.shape[1] if expand is not None else dw, dw, out))
+        model = cls(num_classes=state["_fc.weight"].shape[0], stem=state["_conv_stem.weight"].shape[0],
+                    widths=widths, head=state["_conv_head.weight"].shape[0])
+        model.load_state_dict(state, strict=True)
+        return model
 
     def stem(self) -> Stem:
         return Stem(self)

@@ -118,7 +118,8 @@ def load_onnx(spec: str, path: Path) -> SegmentedModel:
 
     return SegmentedModel(spec=spec, name=path.stem, task="generic", segments=segments,
                           whole=OnnxSegment(proto), make_input=make_input,
-                          extras={"onnx_path": str(path)})
+                          extras={"onnx_path": str(path), "onnx_extractor": extractor,
+                                  "onnx_inputs": inputs, "onnx_outputs": outputs})
 
 
 def onnx_macs(proto: onnx.ModelProto, feeds: dict[str, tuple[int, ...]]) -> int:

@@ -1,6 +1,7 @@
 """Resolve one ``--model`` value to a :class:`SegmentedModel`.
 
-Accepted forms: ``zoo:NAME``, ``hf:ID_OR_PATH``, ``PATH.onnx``, ``py:module:function``.
+Accepted forms: ``zoo:NAME``, ``hf:ID_OR_PATH``, ``PATH.onnx``, ``py:module:function``, and a
+directory written by ``aiflow compress``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from aiflow_cli.models.segmented import SegmentedModel
 
 __all__ = ["load_model", "MODEL_FORMS"]
 
-MODEL_FORMS = "zoo:NAME, hf:ID_OR_PATH, FILE.onnx or py:module:function"
+MODEL_FORMS = "zoo:NAME, hf:ID_OR_PATH, FILE.onnx, py:module:function or a compressed DIR"
 
 
 def load_model(spec: str, trust_remote_code: bool = False) -> SegmentedModel:
@@ -32,6 +33,10 @@ def load_model(spec: str, trust_remote_code: bool = False) -> SegmentedModel:
         from aiflow_cli.models.onnx_source import load_onnx
 
         return load_onnx(spec, Path(spec))
+    from aiflow_cli.models.compressed import is_compressed_dir, load_compressed
+
+    if Path(spec).is_dir() and is_compressed_dir(Path(spec)):
+        return load_compressed(spec, Path(spec))
     if Path(spec).exists():
         raise ModelSourceError(f"{spec}: not a model this tool reads", f"pass one of {MODEL_FORMS}")
     raise ModelSourceError(f"unknown model '{spec}'", f"pass one of {MODEL_FORMS}")

@@ -1,0 +1,1 @@
+"""``aiflow compress``: pruning, quantisation and distillation from YAML recipes."""

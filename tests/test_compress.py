@@ -1,0 +1,123 @@
+"""aiflow compress on the real zoo models (short variants of the shipped recipes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from aiflow_cli.cli.main import app
+from aiflow_cli.compress.distill import kd_loss
+from aiflow_cli.compress.pipeline import run_compress
+from conftest import needs_imagenet
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _recipe(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_kd_loss_is_zero_for_identical_logits_and_positive_otherwise():
+    t = torch.randn(4, 10)
+    assert kd_loss(t, t, 2.0).abs() < 1e-6
+    assert kd_loss(torch.randn(4, 10), t, 2.0) > 0
+
+
+def test_magnitude_pruning_reaches_the_asked_sparsity():
+    from aiflow_cli.compress.prune import prune_magnitude
+    from aiflow_cli.schemas.recipe import PruneMagnitude
+
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    figures = prune_magnitude(net, PruneMagnitude(kind="prune", method="magnitude", sparsity=0.5))
+    assert figures["weight_sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def effnet_int8(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compress") / "effnet-int8"
+    recipe = _recipe(out.parent, "name: effnet-int8-short\nmodel: zoo:efficientnet-lite0\nstages:\n"
+                                 "  - kind: quantize\n    method: static\n    calibration_samples: 32\n"
+                                 "  - kind: evaluate\n    latency_repeats: 10\n")
+    result = __import__("typer.testing", fromlist=["CliRunner"]).CliRunner().invoke(
+        app, ["compress", "--recipe", str(recipe), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "before" in result.output and "after" in result.output
+    return out
+
+
+@needs_imagenet
+def test_static_int8_keeps_top1_and_shrinks_the_file(effnet_int8):
+    report = json.loads((effnet_int8 / "report.json").read_text())
+    before, after = report["before"], report["after"]
+    assert after["size_bytes"] <= 0.3 * before["size_bytes"]
+    assert before["metric"]["value"] - after["metric"]["value"] <= 0.015
+    assert before["metric"]["extra"]["images"] == 200  # the whole evaluation split
+    assert report["stages"][0]["figures"]["calibration_inputs"] == 32
+    assert {"size_bytes", "params", "latency_ms", "metric"} <= set(before)
+
+
+@needs_imagenet
+def test_compressed_dir_is_a_model_source_for_profile_and_split(runner, effnet_int8, tmp_path):
+    result = runner.invoke(app, ["profile", str(effnet_int8), "--repeats", "2", "--warmup", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"]["task"] == "image-classification" and len(data["cuts"]) >= 10
+    cut = data["cuts"][len(data["cuts"]) // 2]
+    result = runner.invoke(app, ["split", str(effnet_int8), "--cut", cut, "--export", str(tmp_path / "pair"),
+                                 "--no-triton", "--verify-count", "10"])
+    assert result.exit_code == 0, result.output
+
+
+def test_dynamic_int8_minilm_keeps_embeddings(tmp_path):
+    recipe = _recipe(tmp_path, "name: minilm-short\nmodel: zoo:minilm-l6\nstages:\n"
+                               "  - kind: quantize\n    method: dynamic\n    per_channel: true\n"
+                               "  - kind: evaluate\n    latency_repeats: 10\n    eval_samples: 64\n")
+    report = run_compress(None, recipe, tmp_path / "out")
+    assert report.after.metric.value >= 0.98
+    assert report.after.size_bytes < 0.35 * report.before.size_bytes
+    assert "Attention" in report.stages[0].figures["fused_ops"]
+
+
+def test_depth_pruned_draft_short_recipe_reports_agreement_before_and_after(tmp_path):
+    recipe = _recipe(tmp_path, "name: draft-short\nmodel: zoo:smollm2-135m\nstages:\n"
+                               "  - kind: prune\n    method: depth\n    keep_fraction: 0.3334\n"
+                               "    calibration_samples: 4\n    calibration_tokens: 64\n"
+                               "  - kind: distill\n    steps: 6\n    batch_size: 2\n    seq_len: 64\n"
+                               "    learning_rate: 2.0e-4\n"
+                               "  - kind: evaluate\n    latency_repeats: 5\n    eval_samples: 512\n")
+    report = run_compress(None, recipe, tmp_path / "draft")
+    prune_figures, distill_figures = report.stages[0].figures, report.stages[1].figures
+    assert prune_figures["layers_after"] == 10 and len(prune_figures["kept_layers"]) == 10
+    assert 0 <= distill_figures["agreement_before"] <= 1 and 0 <= distill_figures["agreement_after"] <= 1
+    assert "next_token_agreement" in report.after.metric.extra
+    from aiflow_cli.models import load_model
+
+    draft = load_model(str(tmp_path / "draft"))
+    assert [c for c in draft.cuts if c.startswith("layer")] == [f"layer{i}" for i in range(10)]
+
+
+def test_interrupted_run_leaves_no_directory(tmp_path, monkeypatch):
+    import aiflow_cli.compress.quantize as q
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(q, "quantize_dynamic_stage", interrupted)
+    recipe = _recipe(tmp_path, "name: x\nmodel: zoo:minilm-l6\nstages:\n  - kind: quantize\n    method: dynamic\n")
+    with pytest.raises(KeyboardInterrupt):
+        run_compress(None, recipe, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
+
+
+def test_non_empty_out_is_refused_without_force(runner, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine").write_text("x")
+    result = runner.invoke(app, ["compress", "zoo:minilm-l6", "--recipe", str(RECIPES / "minilm-l6-int8-dynamic.yaml"),
+                                 "--out", str(out)])
+    assert result.exit_code == 2 and "not empty" in result.stderr
