@@ -30,6 +30,10 @@ def make_codec(name: str) -> ActivationCodec:
 def codec_from_spec(spec: CodecSpec) -> ActivationCodec:
     """Rebuild a codec from the manifest, parameters included."""
     base = spec.name.partition("+")[0]
+    if base == "learned-bottleneck":
+        from aiflow_cli.codecs.learned import LearnedBottleneckCodec
+
+        return LearnedBottleneckCodec.from_params(spec.params)
     if base in ("int8-tensor", "int8-channel"):
         return Int8Codec.from_params(base == "int8-channel", spec.params)
     return make_codec(spec.name)

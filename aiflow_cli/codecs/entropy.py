@@ -1,0 +1,135 @@
+"""A learned factorised density per channel, and real entropy coding with it (constriction).
+
+The density is the "factorized prior" of Balle et al. 2018 (as in CompressAI's
+EntropyBottleneck): per channel, a small monotone network gives a cumulative function ``c(x)``;
+the probability of an integer symbol ``q`` is ``c(q + 1/2) - c(q - 1/2)``. Training sees
+``z + U(-1/2, 1/2)`` (a differentiable stand-in for rounding) and pays ``-log2 p`` bits.
+
+After training, each channel's probabilities over an integer support ``[lo, hi]`` (learned from
+the training latents; values outside are clamped on the device) become a categorical table, and
+a range coder (constriction) turns the symbols into bytes::
+
+    z (N, C, H, W) --round, clamp--> q --per channel: Categorical(table_c)--> range coder --> bytes
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["FactorizedDensity", "EntropyTables", "HEADER_BYTES"]
+
+HEADER_BYTES = 8  # four uint16: N, C, H, W
+
+
+class FactorizedDensity(nn.Module):
+    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 10.0) -> None:
+        super().__init__()
+        sizes = (1, *filters, 1)
+        scale = init_scale ** (1 / (len(filters) + 1))
+        self.matrices = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.factors = nn.ParameterList()
+        for i in range(len(filters) + 1):
+            init = math.log(math.expm1(1 / scale / sizes[i + 1]))
+            self.matrices.append(nn.Parameter(torch.full((channels, sizes[i + 1], sizes[i]), init)))
+            self.biases.append(nn.Parameter(torch.rand(channels, sizes[i + 1], 1) - 0.5))
+            if i < len(filters):
+                self.factors.append(nn.Parameter(torch.zeros(channels, sizes[i + 1], 1)))
+
+    def logits_cdf(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (C, 1, M) -> logit of the cumulative at x, (C, 1, M). Monotone in x by construction."""
+        h = x
+        for i, (matrix, bias) in enumerate(zip(self.matrices, self.biases)):
+            h = torch.matmul(F.softplus(matrix), h) + bias
+            if i < len(self.factors):
+                h = h + torch.tanh(self.factors[i]) * torch.tanh(h)
+        return h
+
+    def likelihood(self, z: torch.Tensor) -> torch.Tensor:
+        """p(z) for (N, C, H, W) z: mass of the unit interval around each value."""
+        n, c, h, w = z.shape
+        v = z.permute(1, 0, 2, 3).reshape(c, 1, -1)
+        lower, upper = self.logits_cdf(v - 0.5), self.logits_cdf(v + 0.5)
+        sign = -torch.sign(lower + upper).detach()  # evaluate in the tail where sigmoid is accurate
+        p = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+        return p.clamp_min(1e-9).reshape(c, n, h, w).permute(1, 0, 2, 3)
+
+    @torch.no_grad()
+    def tables(self, lo: torch.Tensor, hi: torch.Tensor) -> "EntropyTables":
+        """Categorical tables over [lo_c, hi_c]; the tails fold into the end symbols (values are clamped)."""
+        pmfs = []
+        for ch in range(len(lo)):
+            support = torch.arange(int(lo[ch]), int(hi[ch]) + 1, dtype=torch.float32)
+            edges = torch.cat([support - 0.5, support[-1:] + 0.5])
+            cdf = torch.sigmoid(self.logits_cdf_channel(ch, edges))
+            pmf = cdf[1:] - cdf[:-1]
+            pmf[0] += cdf[0]  # everything below lo is clamped to lo
+            pmf[-1] += 1 - cdf[-1]  # and above hi to hi
+            pmfs.append(pmf.clamp_min(1e-9).double().numpy())
+        return EntropyTables([int(v) for v in lo], [p / p.sum() for p in pmfs])
+
+    def logits_cdf_channel(self, ch: int, x: torch.Tensor) -> torch.Tensor:
+        h = x.reshape(1, -1)
+        for i, (matrix, bias) in enumerate(zip(self.matrices, self.biases)):
+            h = torch.matmul(F.softplus(matrix[ch]), h) + bias[ch]
+            if i < len(self.factors):
+                h = h + torch.tanh(self.factors[i][ch]) * torch.tanh(h)
+        return h.reshape(-1)
+
+
+class EntropyTables:
+    """Per-channel categorical tables and the range coder that uses them."""
+
+    def __init__(self, offsets: list[int], pmfs: list[np.ndarray]) -> None:
+        self.offsets = offsets
+        self.pmfs = [np.asarray(p, dtype=np.float64) for p in pmfs]
+
+    @property
+    def lo(self) -> np.ndarray:
+        return np.array(self.offsets)
+
+    @property
+    def hi(self) -> np.ndarray:
+        return np.array([o + len(p) - 1 for o, p in zip(self.offsets, self.pmfs)])
+
+    def bits(self, q: np.ndarray) -> float:
+        """Information content of integer symbols q (N, C, H, W) under the tables: -sum log2 p."""
+        total = 0.0
+        for ch, (off, pmf) in enumerate(zip(self.offsets, self.pmfs)):
+            total += -np.log2(pmf[q[:, ch].reshape(-1) - off]).sum()
+        return float(total)
+
+    def encode(self, q: np.ndarray) -> bytes:
+        import constriction
+
+        n, c, h, w = q.shape
+        coder = constriction.stream.queue.RangeEncoder()
+        for ch, (off, pmf) in enumerate(zip(self.offsets, self.pmfs)):
+            symbols = (q[:, ch].reshape(-1) - off).astype(np.int32)
+            coder.encode(symbols, constriction.stream.model.Categorical(pmf, perfect=False))
+        return struct.pack("<4H", n, c, h, w) + coder.get_compressed().tobytes()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        import constriction
+
+        n, c, h, w = struct.unpack("<4H", data[:HEADER_BYTES])
+        words = np.frombuffer(data[HEADER_BYTES:], dtype=np.uint32)
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        q = np.empty((n, c, h, w), dtype=np.int32)
+        for ch, (off, pmf) in enumerate(zip(self.offsets, self.pmfs)):
+            symbols = decoder.decode(constriction.stream.model.Categorical(pmf, perfect=False), n * h * w)
+            q[:, ch] = (np.asarray(symbols) + off).reshape(n, h, w)
+        return q
+
+    def to_params(self) -> dict:
+        return {"offsets": self.offsets, "pmfs": [[round(float(v), 12) for v in p] for p in self.pmfs]}
+
+    @classmethod
+    def from_params(cls, params: dict) -> "EntropyTables":
+        return cls(params["offsets"], [np.array(p) for p in params["pmfs"]])

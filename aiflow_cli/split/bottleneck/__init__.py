@@ -1,0 +1,1 @@
+"""Learned information bottleneck at a cut, its baselines, and early exits (issue #4)."""
