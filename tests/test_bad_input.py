@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 
 from aiflow_cli.cli.main import app
 from conftest import PROFILES

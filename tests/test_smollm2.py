@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from aiflow_cli.models.text import greedy_generate
 

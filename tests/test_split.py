@@ -11,7 +11,6 @@ from aiflow_cli.cli.main import app
 from aiflow_cli.codecs import make_codec
 from aiflow_cli.errors import AiflowError, InputError
 from aiflow_cli.export.api import export_split
-from aiflow_cli.export.check import verify_export_dir
 from conftest import PROFILES, needs_imagenet
 
 JETSON = PROFILES / "devices" / "jetson-orin-nano.yaml"

@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import onnx
 import torch
 
 from aiflow_cli import __version__
 from aiflow_cli.errors import InputError
 from aiflow_cli.export.kv_layers import KVDecoderLayer, KVDevice, KVServer
 from aiflow_cli.export.onnx_export import OPSET, export_onnx
-from aiflow_cli.export.pair import pair_dirname, sha256_file
+from aiflow_cli.export.pair import pair_dirname, save_artifact
+from aiflow_cli.export.tensors import dynamic_axes
 from aiflow_cli.export.verify import VerificationError
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.schemas.manifest import Artifact, CodecInfo, ExportedPair, Manifest, TensorDecl, Verification
+from aiflow_cli.schemas.manifest import CodecInfo, ExportedPair, Manifest, TensorDecl, Verification
 
 __all__ = ["export_lm_split", "verify_lm_pair", "LMPairRunner", "VERIFY_PROMPTS", "VERIFY_TOKENS"]
 
@@ -50,18 +50,6 @@ def _kv_decls(prefix: str, layers: range, kv_heads: int, head_dim: int, length: 
             decls.append(TensorDecl(name=f"{prefix}_{kind}_{i}", shape=["batch", kv_heads, length, head_dim],
                                     dtype="float32"))
     return decls
-
-
-def _artifact(root: Path, rel: str, proto: onnx.ModelProto, inputs: list[TensorDecl],
-              outputs: list[TensorDecl]) -> Artifact:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(path))
-    return Artifact(file=rel, sha256=sha256_file(path), size_bytes=path.stat().st_size, inputs=inputs, outputs=outputs)
-
-
-def _dyn(decls: list[TensorDecl]) -> dict[str, dict[int, str]]:
-    return {d.name: {i: s for i, s in enumerate(d.shape) if isinstance(s, str)} for d in decls}
 
 
 @torch.no_grad()
@@ -93,14 +81,14 @@ def _export_one(model: SegmentedModel, cut: str, root: Path) -> ExportedPair:
 
     sub = pair_dirname(cut)
     dev_proto = export_onnx(_Positional(device), (ids, *dev_past), [d.name for d in dev_in], [d.name for d in dev_out],
-                            _dyn(dev_in + dev_out))
+                            dynamic_axes(dev_in + dev_out))
     srv_proto = export_onnx(_Positional(server), (hidden, *srv_past), [d.name for d in srv_in],
-                            [d.name for d in srv_out], _dyn(srv_in + srv_out))
+                            [d.name for d in srv_out], dynamic_axes(srv_in + srv_out))
     return ExportedPair(
         cut=cut, cut_index=model.cut_index(cut), directory=sub,
         codec=CodecInfo(name="fp32", params={"wire_dtype": "float32"}),
-        device=_artifact(root, f"{sub}/device.onnx", dev_proto, dev_in, dev_out),
-        server=_artifact(root, f"{sub}/server.onnx", srv_proto, srv_in, srv_out),
+        device=save_artifact(root, f"{sub}/device.onnx", dev_proto, dev_in, dev_out),
+        server=save_artifact(root, f"{sub}/server.onnx", srv_proto, srv_in, srv_out),
         crossing=[hid_decl], kv_cache=True, bytes_per_request=None,
         verification=Verification(inputs="", count=0, max_abs_diff=0, output_scale=0, passed=False),
     )

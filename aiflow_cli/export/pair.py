@@ -26,7 +26,7 @@ from aiflow_cli.export.tensors import boundary_names, declare, dynamic_axes
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.schemas.manifest import Artifact, TensorDecl
 
-__all__ = ["DeviceHalf", "ServerHalf", "ExportedFiles", "export_pair", "sha256_file", "pair_dirname"]
+__all__ = ["DeviceHalf", "ServerHalf", "ExportedFiles", "export_pair", "sha256_file", "pair_dirname", "save_artifact"]
 
 
 def _on_first(value: Any, fn: nn.Module) -> Any:
@@ -72,7 +72,7 @@ class ExportedFiles:
         self.device, self.server, self.crossing = device, server, crossing
 
 
-def _artifact(root: Path, rel: str, proto: onnx.ModelProto, inputs: list[TensorDecl],
+def save_artifact(root: Path, rel: str, proto: onnx.ModelProto, inputs: list[TensorDecl],
               outputs: list[TensorDecl]) -> Artifact:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,8 +105,8 @@ def _export_onnx_source(model: SegmentedModel, cut_index: int, codec: Activation
     sub = pair_dirname(model.cuts[cut_index])
     wire = _onnx_decls(extractor.model, crossing)
     return ExportedFiles(
-        device=_artifact(root, f"{sub}/device.onnx", dev_proto, _onnx_decls(extractor.model, inputs), wire),
-        server=_artifact(root, f"{sub}/server.onnx", srv_proto, wire, _onnx_decls(extractor.model, outputs)),
+        device=save_artifact(root, f"{sub}/device.onnx", dev_proto, _onnx_decls(extractor.model, inputs), wire),
+        server=save_artifact(root, f"{sub}/server.onnx", srv_proto, wire, _onnx_decls(extractor.model, outputs)),
         crossing=wire,
     )
 
@@ -131,7 +131,7 @@ def export_pair(model: SegmentedModel, cut_index: int, codec: ActivationCodec, r
     srv_proto = export_onnx(server, wire, [d.name for d in wire_decls], [d.name for d in out_decls],
                             dynamic_axes(wire_decls + out_decls), opset)
     return ExportedFiles(
-        device=_artifact(root, f"{sub}/device.onnx", dev_proto, in_decls, wire_decls),
-        server=_artifact(root, f"{sub}/server.onnx", srv_proto, wire_decls, out_decls),
+        device=save_artifact(root, f"{sub}/device.onnx", dev_proto, in_decls, wire_decls),
+        server=save_artifact(root, f"{sub}/server.onnx", srv_proto, wire_decls, out_decls),
         crossing=wire_decls,
     )

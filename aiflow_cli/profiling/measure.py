@@ -44,7 +44,6 @@ def unique_params(module: torch.nn.Module) -> tuple[int, int]:
     """(parameter count, weight bytes) counting shared tensors once; ONNX segments count initializers."""
     proto = getattr(module, "proto", None)
     if proto is not None:
-        import numpy as np
         from onnx import numpy_helper
 
         arrays = [numpy_helper.to_array(init) for init in proto.graph.initializer]

@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from aiflow_cli.schemas.base import Strict
 
 from aiflow_cli.errors import ConfigError
 
@@ -23,11 +25,7 @@ MANIFEST_SCHEMA_VERSION = "aiflow.manifest/1"
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TensorDecl(_Strict):
+class TensorDecl(Strict):
     """One tensor at a boundary. Dynamic axes are named strings (``batch``, ``sequence``)."""
 
     name: str
@@ -35,7 +33,7 @@ class TensorDecl(_Strict):
     dtype: str
 
 
-class Artifact(_Strict):
+class Artifact(Strict):
     file: str = Field(description="path relative to the export directory")
     sha256: str
     size_bytes: int
@@ -43,12 +41,12 @@ class Artifact(_Strict):
     outputs: list[TensorDecl]
 
 
-class CodecInfo(_Strict):
+class CodecInfo(Strict):
     name: str
     params: dict[str, Any]
 
 
-class Verification(_Strict):
+class Verification(Strict):
     inputs: str = Field(description="what the pair was checked on")
     count: int
     max_abs_diff: float
@@ -58,7 +56,7 @@ class Verification(_Strict):
     passed: bool
 
 
-class ExportedPair(_Strict):
+class ExportedPair(Strict):
     cut: str
     cut_index: int
     directory: str
@@ -72,7 +70,7 @@ class ExportedPair(_Strict):
     verification: Verification
 
 
-class Manifest(_Strict):
+class Manifest(Strict):
     schema_version: Literal["aiflow.manifest/1"] = MANIFEST_SCHEMA_VERSION
     aiflow_version: str
     source_model: dict[str, str] = Field(description="spec, name, task, fingerprint")

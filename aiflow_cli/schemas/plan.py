@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from aiflow_cli.schemas.base import Strict
 
 __all__ = ["PLAN_SCHEMA_VERSION", "Candidate", "LinkPlan", "PlanRow", "NodeInfo", "SplitPlan"]
 
 PLAN_SCHEMA_VERSION = "aiflow.plan/1"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Candidate(_Strict):
+class Candidate(Strict):
     """One way to run the model: ``cut`` is a cut name, ``device-only`` or ``server-only``."""
 
     cut: str
@@ -29,7 +27,7 @@ class Candidate(_Strict):
     bytes: int = Field(description="bytes sent device -> server for one request")
 
 
-class LinkPlan(_Strict):
+class LinkPlan(Strict):
     name: str
     rate_bytes_per_s: float
     rtt_ms: float
@@ -37,20 +35,20 @@ class LinkPlan(_Strict):
     candidates: list[Candidate] = Field(description="ranked, fastest first")
 
 
-class PlanRow(_Strict):
+class PlanRow(Strict):
     min_rate_bytes_per_s: float
     max_rate_bytes_per_s: float
     cut: str
 
 
-class NodeInfo(_Strict):
+class NodeInfo(Strict):
     name: str
     kind: Literal["device", "server"]
     source: Literal["measured", "projected"]
     file: str
 
 
-class SplitPlan(_Strict):
+class SplitPlan(Strict):
     schema_version: Literal["aiflow.plan/1"] = PLAN_SCHEMA_VERSION
     model: str
     model_fingerprint: str

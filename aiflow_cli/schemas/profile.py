@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from aiflow_cli.schemas.base import Strict
 
 from aiflow_cli.errors import ConfigError
 from aiflow_cli.schemas.loading import validate_file
@@ -23,23 +25,19 @@ __all__ = [
 SCHEMA_VERSION = "aiflow.profile/1"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Latency(_Strict):
+class Latency(Strict):
     median: float
     p90: float
 
 
-class ModelInfo(_Strict):
+class ModelInfo(Strict):
     spec: str = Field(description="the --model value")
     name: str
     task: Literal["image-classification", "sentence-embedding", "causal-lm", "generic"]
     fingerprint: str = Field(description="sha256 over parameter names, shapes and values")
 
 
-class HostInfo(_Strict):
+class HostInfo(Strict):
     cpu: str
     cores: int
     threads: int
@@ -48,7 +46,7 @@ class HostInfo(_Strict):
     libraries: dict[str, str]
 
 
-class Settings(_Strict):
+class Settings(Strict):
     batch: int
     seq_len: int | None
     runtime: Literal["torch", "onnxruntime"]
@@ -56,7 +54,7 @@ class Settings(_Strict):
     warmup: int
 
 
-class SegmentProfile(_Strict):
+class SegmentProfile(Strict):
     name: str
     latency_ms: Latency
     decode_latency_ms: Latency | None = Field(default=None, description="causal LMs: one decode step with KV cache")
@@ -69,13 +67,13 @@ class SegmentProfile(_Strict):
     out_shapes: list[list[int]]
 
 
-class InputBytes(_Strict):
+class InputBytes(Strict):
     raw: int
     jpeg_q90: int | None = None
     tokens: int | None = Field(default=None, description="token ids as int32")
 
 
-class Totals(_Strict):
+class Totals(Strict):
     macs: int
     params: int
     weight_bytes: int
@@ -84,20 +82,20 @@ class Totals(_Strict):
     decode_latency_ms_whole_model: Latency | None = None
 
 
-class DecodeProfile(_Strict):
+class DecodeProfile(Strict):
     """Causal LMs: the prompt length used for prefill and the cache length for decode."""
 
     prefill_tokens: int
     decode_cache_tokens: int
 
 
-class ProjectedSegment(_Strict):
+class ProjectedSegment(Strict):
     name: str
     latency_ms: float
     bound: Literal["compute", "memory"]
 
 
-class Projection(_Strict):
+class Projection(Strict):
     label: Literal["projected"] = "projected"
     target: str
     target_kind: str
@@ -107,7 +105,7 @@ class Projection(_Strict):
     total_latency_ms: float
 
 
-class ProfileReport(_Strict):
+class ProfileReport(Strict):
     schema_version: Literal["aiflow.profile/1"] = SCHEMA_VERSION
     model: ModelInfo
     host: HostInfo

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from aiflow_cli.schemas.base import Strict
 
 from aiflow_cli.schemas.profile import HostInfo
 
@@ -15,17 +17,13 @@ REPORT_SCHEMA_VERSION = "aiflow.compress-report/1"
 COMPRESSED_SCHEMA_VERSION = "aiflow.compressed/1"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MetricValue(_Strict):
+class MetricValue(Strict):
     name: str
     value: float
     extra: dict[str, float] = Field(default_factory=dict)
 
 
-class Measured(_Strict):
+class Measured(Strict):
     size_bytes: int = Field(description="ONNX file size")
     params: int = Field(description="parameters of the float torch model (quantisation keeps the count)")
     latency_ms: float = Field(description="onnxruntime median, same session options before and after")
@@ -33,7 +31,7 @@ class Measured(_Strict):
     metric: MetricValue
 
 
-class StageRecord(_Strict):
+class StageRecord(Strict):
     index: int
     kind: str
     method: str | None
@@ -41,7 +39,7 @@ class StageRecord(_Strict):
     figures: dict[str, Any]
 
 
-class CompressReport(_Strict):
+class CompressReport(Strict):
     schema_version: Literal["aiflow.compress-report/1"] = REPORT_SCHEMA_VERSION
     model: str
     recipe: str
@@ -56,7 +54,7 @@ class CompressReport(_Strict):
     seconds_total: float
 
 
-class CompressedModel(_Strict):
+class CompressedModel(Strict):
     """``compressed.json``: what a compressed DIR holds, so it can be a model source again."""
 
     schema_version: Literal["aiflow.compressed/1"] = COMPRESSED_SCHEMA_VERSION

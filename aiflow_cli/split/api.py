@@ -51,7 +51,6 @@ def run_split(spec: str, device: Path | None, server: Path | None, links: list[L
                             measure=lambda: profile_model(model, repeats=10, warmup=2, progress=progress))
     manifest = None
     if export_dir is not None:
-        from aiflow_cli.export.api import export_split
 
         chosen = list(cuts or [])
         if not chosen and result is not None:
