@@ -19,7 +19,7 @@ from aiflow_cli.compress.tasks import TaskKit
 from aiflow_cli.errors import InputError
 from aiflow_cli.schemas.recipe import PruneChannels, PruneDepth, PruneMagnitude
 
-__all__ = ["prune_magnitude", "prune_channels", "prune_depth", "count_params"]
+__all__ = ["prune_magnitude", "prune_channels", "prune_depth", "count_params", "recalibrate_batchnorm"]
 
 
 def count_params(module: nn.Module) -> int:
@@ -50,7 +50,27 @@ def prune_channels(module: nn.Module, stage: PruneChannels, kit: TaskKit) -> dic
     pruner = tp.pruner.MetaPruner(module, example, importance=tp.importance.MagnitudeImportance(p=2),
                                   pruning_ratio=stage.sparsity, ignored_layers=head, round_to=stage.round_to)
     pruner.step()
-    return {"params_before": before, "params_after": count_params(module), "pruning_ratio": stage.sparsity}
+    images, _ = kit.train_tensors()
+    recalibrate_batchnorm(module, images)
+    return {"params_before": before, "params_after": count_params(module), "pruning_ratio": stage.sparsity,
+            "batchnorm_recalibrated_on": len(images)}
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(module: nn.Module, images: torch.Tensor, batch: int = 32) -> None:
+    """Re-estimate BatchNorm statistics on training images: removing channels shifts every
+    downstream activation distribution, and stale running statistics alone can zero the accuracy."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+        m.train()
+    for i in range(0, len(images), batch):
+        module(images[i:i + batch])
+    for m, (momentum, training) in zip(norms, saved):
+        m.momentum = momentum
+        m.train(training)
 
 
 @torch.no_grad()
