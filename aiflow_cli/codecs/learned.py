@@ -21,7 +21,6 @@ from torch import nn
 
 from aiflow_cli.codecs.base import ActivationCodec, CodecSpec, EncodedTensor
 from aiflow_cli.codecs.entropy import EntropyTables, FactorizedDensity
-from aiflow_cli.errors import InputError
 
 __all__ = ["BottleneckNet", "LearnedBottleneckCodec"]
 
@@ -169,6 +168,3 @@ class LearnedBottleneckCodec(ActivationCodec):
         net.hi.copy_(torch.tensor(tables.hi, dtype=torch.float32))
         return cls(net, tables)
 
-    def check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.net.in_channels:
-            raise InputError(f"bottleneck expects (N, {self.net.in_channels}, H, W), got {tuple(x.shape)}")

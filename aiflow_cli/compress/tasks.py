@@ -12,7 +12,6 @@ calibrates and trains it (training splits only), and which metric judges it (eva
 
 from __future__ import annotations
 
-import io
 import math
 import random
 from dataclasses import dataclass
@@ -239,8 +238,3 @@ def task_kit(model: SegmentedModel, data: Path | None) -> TaskKit:
                          "compress supports image classifiers, sentence encoders and causal LMs")
     return kits[model.task](model, data)
 
-
-def proto_bytes(proto: onnx.ModelProto) -> bytes:
-    buf = io.BytesIO()
-    onnx.save(proto, buf)
-    return buf.getvalue()

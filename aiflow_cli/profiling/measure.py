@@ -29,7 +29,7 @@ from aiflow_cli.schemas.profile import (
     Totals,
 )
 
-__all__ = ["profile_model", "Progress", "latency_of", "unique_params"]
+__all__ = ["profile_model", "check_profile_settings", "Progress", "latency_of", "unique_params"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -171,13 +171,29 @@ def _shapes(value: Any) -> list[list[int]]:
     return [list(t.shape) for t in tensors_of(value)]
 
 
+def check_profile_settings(batch: int, seq_len: int | None, repeats: int, warmup: int, runtime: str,
+                           threads: int | None = None) -> None:
+    """Reject bad values before anything slow happens."""
+    if batch < 1:
+        raise InputError(f"--batch must be at least 1, got {batch}")
+    if seq_len is not None and seq_len < 1:
+        raise InputError(f"--seq-len must be at least 1, got {seq_len}")
+    if repeats < 1:
+        raise InputError(f"--repeats must be at least 1, got {repeats}")
+    if warmup < 0:
+        raise InputError(f"--warmup must be 0 or more, got {warmup}")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    if runtime not in ("torch", "onnxruntime"):
+        raise InputError(f"--runtime must be 'torch' or 'onnxruntime', got '{runtime}'")
+
+
 @torch.no_grad()
 def profile_model(model: SegmentedModel, batch: int = 1, seq_len: int | None = None, runtime: str = "torch",
                   repeats: int = 20, warmup: int = 3, progress: Progress | None = None,
                   threads: int | None = None) -> ProfileReport:
     """Measure every segment. ``threads`` limits torch and onnxruntime intra-op threads (default: all)."""
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be at least 1, got {threads}")
+    check_profile_settings(batch, seq_len, repeats, warmup, runtime, threads)
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -189,14 +205,6 @@ def profile_model(model: SegmentedModel, batch: int = 1, seq_len: int | None = N
 
 def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: str, repeats: int, warmup: int,
              progress: Progress | None, threads: int | None) -> ProfileReport:
-    if batch < 1:
-        raise InputError(f"--batch must be >= 1, got {batch}")
-    if seq_len is not None and seq_len < 1:
-        raise InputError(f"--seq-len must be >= 1, got {seq_len}")
-    if repeats < 1:
-        raise InputError(f"--repeats must be >= 1, got {repeats}")
-    if runtime not in ("torch", "onnxruntime"):
-        raise InputError(f"--runtime must be torch or onnxruntime, got {runtime}")
     seq = seq_len or model.default_seq_len
     x = model.make_input(batch, seq)
     is_lm = model.task == "causal-lm"
