@@ -88,35 +88,63 @@ def _jpeg_of_tensor(images: torch.Tensor) -> int:
 
 def _time_chain(segments: list[Segment], whole: torch.nn.Module, x: Any, repeats: int, warmup: int,
                 reset: Callable[[], None], progress: Progress | None, label: str) -> tuple[list[list[float]], list[float]]:
-    """Per-segment times over the chain, then the unsplit model timed on its own.
+    """Per-segment times over the chain and times of the unsplit model, taken in alternating rounds.
 
-    The whole model is timed in a block of its own (warm), not interleaved with the chain: when
-    segments hold their own copies of the weights (onnxruntime), running the chain first would
-    leave the whole model's weights cold and make it look slower than any deployment runs it.
+    Each round times a few chain runs, then a few whole-model runs, each block after one untimed run
+    of its own. Blocks keep the whole model's weights warm when segments hold their own copies of the
+    weights (onnxruntime); alternating rounds spread a noisy neighbour or a clock change over both
+    sides instead of letting it land on one, so the sum of segment medians and the whole-model median
+    can be compared on a shared machine.
     """
     seg_times: list[list[float]] = [[] for _ in segments]
     whole_times: list[float] = []
-    total = 2 * (warmup + repeats)
-    with torch.no_grad():
-        for r in range(warmup + repeats):
-            reset()
-            h = x
-            for i, seg in enumerate(segments):
-                t0 = time.perf_counter()
-                h = seg.module(h)
-                if r >= warmup:
-                    seg_times[i].append(time.perf_counter() - t0)
-            if progress:
-                progress(label, r + 1, total)
-        for r in range(warmup + repeats):
-            reset()
+    rounds = _round_sizes(repeats)
+    total = 2 * (warmup + repeats + len(rounds))
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(label, done, total)
+
+    def run_chain(timed: bool) -> None:
+        reset()
+        h = x
+        for i, seg in enumerate(segments):
             t0 = time.perf_counter()
-            whole(x)
-            if r >= warmup:
-                whole_times.append(time.perf_counter() - t0)
-            if progress:
-                progress(label, warmup + repeats + r + 1, total)
+            h = seg.module(h)
+            if timed:
+                seg_times[i].append(time.perf_counter() - t0)
+        tick()
+
+    def run_whole(timed: bool) -> None:
+        reset()
+        t0 = time.perf_counter()
+        whole(x)
+        if timed:
+            whole_times.append(time.perf_counter() - t0)
+        tick()
+
+    with torch.no_grad():
+        for _ in range(warmup):
+            run_chain(False)
+        for _ in range(warmup):
+            run_whole(False)
+        for size in rounds:
+            run_chain(False)
+            for _ in range(size):
+                run_chain(True)
+            run_whole(False)
+            for _ in range(size):
+                run_whole(True)
     return seg_times, whole_times
+
+
+def _round_sizes(repeats: int, max_rounds: int = 5) -> list[int]:
+    """Split `repeats` timed runs into at most `max_rounds` near-equal rounds."""
+    n = max(1, min(max_rounds, repeats // 3))
+    return [repeats // n + (1 if i < repeats % n else 0) for i in range(n)]
 
 
 def _static_counts(segments: list[Segment], x: Any, reset: Callable[[], None]) -> tuple[list[Any], list[int], list[int]]:
