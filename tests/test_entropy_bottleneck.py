@@ -1,16 +1,17 @@
 """Foundations of the learned bottleneck (issue #4): density, real range coding, the codec protocol.
 
-Tiny synthetic tensors only; training on real features is exercised by the benchmark.
+Tiny synthetic tensors only; the real model is in tests/test_bottleneck_split.py and the benchmark.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from aiflow_cli.codecs.entropy import HEADER_BYTES, EntropyTables, FactorizedDensity
-from aiflow_cli.codecs.learned import BottleneckNet, LearnedBottleneckCodec
+from aiflow_cli.codecs.learned import BottleneckNet, LearnedBottleneckCodec, step_for_beta
 from aiflow_cli.codecs.registry import codec_from_spec
 
 
@@ -44,14 +45,18 @@ def test_histogram_tables_code_what_they_were_fitted_on_cheaply():
     assert len(tables.encode(q)) < q.size  # fewer than one byte per symbol
 
 
+def _fitted_net(x: torch.Tensor, channels: int, step: float, fisher: torch.Tensor | None = None) -> BottleneckNet:
+    net = BottleneckNet(x.shape[1], channels)
+    net.init_task_aware(x, torch.eye(x.shape[1]) if fisher is None else fisher, step)
+    net.eval()
+    net.fit_support([x])
+    return net
+
+
 def test_learned_codec_round_trip_matches_its_own_decoder_and_rebuilds_from_spec():
     torch.manual_seed(0)
     x = torch.randn(6, 8, 4, 4)
-    net = BottleneckNet(8, 3, hidden=16)
-    net.init_from(x)
-    net.eval()
-    net.fit_support([x])
-    codec = LearnedBottleneckCodec(net)
+    codec = LearnedBottleneckCodec(_fitted_net(x, 3, 0.5))
     wire = codec.device_module()(x[:1]).numpy()
     assert wire.dtype == np.int32 and wire.shape == (1, 3, 4, 4)
     again = codec_from_spec(codec.spec())
@@ -60,16 +65,33 @@ def test_learned_codec_round_trip_matches_its_own_decoder_and_rebuilds_from_spec
     assert restored.shape == x[:1].shape and nbytes < wire.size * 4
 
 
-def test_pca_initialisation_reconstructs_low_rank_features():
+def test_task_aware_start_reconstructs_low_rank_features():
     torch.manual_seed(0)
     basis = torch.randn(3, 8)
-    x = torch.einsum("nchw,cd->ndhw", torch.randn(20, 3, 4, 4), basis) * 5
-    net = BottleneckNet(8, 3, hidden=16).eval()
-    net.init_from(x, latent_scale=50.0)  # fine quantisation: reconstruction limited by rank only
-    net.fit_support([x])
+    x = torch.einsum("nchw,cd->ndhw", torch.randn(20, 3, 4, 4), basis) * 5 + 2
+    net = _fitted_net(x, 3, 0.01)  # fine step: the error is limited by rank only
     with torch.no_grad():
         x_hat, _ = net(x)
-    assert (x_hat - x).abs().mean() < 0.05 * x.abs().mean()
+    assert (x_hat - x).abs().mean() < 0.01 * x.abs().mean()
+
+
+def test_directions_the_task_ignores_cost_no_bits():
+    """With Fisher information only on channel 0, a coarse step leaves the other latents at zero."""
+    torch.manual_seed(0)
+    x = torch.randn(30, 4, 4, 4) * torch.tensor([1.0, 3.0, 3.0, 3.0]).view(1, 4, 1, 1)
+    fisher = torch.diag(torch.tensor([100.0, 1e-4, 1e-4, 1e-4]))
+    task = _fitted_net(x, 4, 1.0, fisher)
+    blind = _fitted_net(x, 4, 1.0)
+    with torch.no_grad():
+        q_task, q_blind = task.quantize(task.encode(x)), blind.quantize(blind.encode(x))
+    assert (q_task != 0).float().mean() < 0.3 < (q_blind != 0).float().mean()
+    with torch.no_grad():  # and channel 0, the one the task needs, survives
+        err = (task.decode(q_task) - x)[:, 0].abs().mean()
+    assert err < 0.1 * x[:, 0].abs().mean()
+
+
+def test_a_larger_beta_starts_from_a_coarser_step():
+    assert 0 < step_for_beta(1e-5) < step_for_beta(1e-4) < step_for_beta(1e-3)
 
 
 def test_training_lowers_the_rate_and_keeps_the_task():
@@ -83,8 +105,19 @@ def test_training_lowers_the_rate_and_keeps_the_task():
         train_logits, eval_logits = server(train_x), server(eval_x)
     feats = CutFeatures("c", train_x, train_logits, train_logits.argmax(-1), eval_x, eval_logits,
                         eval_logits.argmax(-1), {}, {})
-    low = train_bottleneck(server, feats, beta=1e-4, settings=TrainSettings(channels=4, epochs=3, batch_size=16))
-    high = train_bottleneck(server, feats, beta=1e-1, settings=TrainSettings(channels=4, epochs=3, batch_size=16))
+    settings = TrainSettings(epochs=3, batch_size=16, density_warmup_steps=100)
+    low = train_bottleneck(server, feats, beta=1e-4, settings=settings)
+    high = train_bottleneck(server, feats, beta=1e-1, settings=settings)
     assert high.estimated_bytes_per_input < low.estimated_bytes_per_input
-    assert low.bytes_per_input <= low.estimated_bytes_per_input * 1.03 + HEADER_BYTES + 4
-    assert low.agreement >= 0.5
+    assert low.bytes_per_input - HEADER_BYTES <= low.estimated_bytes_per_input * 1.03 + 4
+    assert low.agreement >= 0.75 and low.kl < high.kl
+
+
+def test_uniform_bytes_at_equal_agreement_interpolates_on_the_upper_envelope():
+    from aiflow_cli.split.bottleneck.api import interpolate_bytes_at
+
+    curve = [(1000.0, 0.80), (2000.0, 0.90), (1500.0, 0.70), (4000.0, 0.95)]  # (1500, 0.70) is dominated
+    assert interpolate_bytes_at(curve, 0.75) == 1000.0
+    assert interpolate_bytes_at(curve, 0.90) == pytest.approx(2000.0)
+    assert 1000.0 < interpolate_bytes_at(curve, 0.85) < 2000.0
+    assert interpolate_bytes_at(curve, 0.99) is None

@@ -39,6 +39,21 @@ def split_cmd(
     verify_count: Annotated[int, typer.Option("--verify-count", help="Real inputs to verify each pair on.")] = 50,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: stacked device/transfer/server bars per link.")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows per link in the ranked table.")] = 8,
+    bottleneck: Annotated[bool, typer.Option(
+        "--bottleneck", help="Train a learned, entropy-coded bottleneck at --cut (image classifiers).")] = False,
+    beta: Annotated[str, typer.Option(
+        "--beta", help="With --bottleneck: rate weights to train, comma-separated (larger = fewer bytes).")] = "1e-4,3e-4",
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="With --bottleneck: image folder with labels.csv (default ../shared/data/imagenet-sample).")] = None,
+    auto: Annotated[bool, typer.Option(
+        "--auto", help="With --bottleneck: search every --cut x --beta (x --exit) for the fastest plan per link.")] = False,
+    max_drop: Annotated[float, typer.Option(
+        "--max-drop", help="With --bottleneck: allowed top-1 drop in points (exits and --auto).")] = 1.0,
+    exit_cut: Annotated[Optional[list[str]], typer.Option(
+        "--exit", help="With --bottleneck: early-exit head at this cut (repeatable).")] = None,
+    finetune_server: Annotated[bool, typer.Option(
+        "--finetune-server", help="With --bottleneck: also tune the server half (default: frozen).")] = False,
+    epochs: Annotated[int, typer.Option("--epochs", help="With --bottleneck: training epochs per beta.")] = 4,
     out: OutFileOpt = None,
     as_json: JsonOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -51,6 +66,11 @@ def split_cmd(
     changes. With --export, writes verified device.onnx / server.onnx pairs and manifest.json.
 
     Check an export directory later with:  aiflow split verify DIR
+
+    With --bottleneck: train a learned bottleneck (task-aware transform, learned density, real
+    range coding) at --cut for each --beta on the training split of --data, and print its
+    rate-accuracy table against JPEG upload and the non-learned codecs on the evaluation split;
+    --plot draws the rate-accuracy curves, --export writes the pair of the best point.
     """
     from aiflow_cli.atomic import check_writable, write_text_atomic
 
@@ -62,6 +82,14 @@ def split_cmd(
         raise InputError(f"unexpected argument '{target_dir}'", "only 'aiflow split verify DIR' takes a second argument")
     from aiflow_cli.split.api import run_split
     from aiflow_cli.split.links import resolve_links
+
+    if bottleneck:
+        from aiflow_cli.cli.bottleneck import bottleneck_cmd
+
+        return bottleneck_cmd(model, cuts=cut or [], beta=beta, data=data, auto=auto, max_drop=max_drop,
+                              exits=exit_cut or [], finetune_server=finetune_server, epochs=epochs, device=device,
+                              server=server, link=link or [], bandwidth=bandwidth, rtt=rtt, profile=profile,
+                              export=export, force=force, plot=plot, out=out, as_json=as_json)
 
     links = resolve_links(link or [], bandwidth, rtt) if (link or bandwidth or device) else []
     for path in (out, plot):

@@ -2,9 +2,17 @@
 
 ::
 
-    device:  x (N, Cx, H, W) --enc: 1x1 conv, ReLU6, 1x1 conv--> z (N, C, H, W) --round, clamp--> q (int32)
+    device:  x (N, Cx, H, W) --analysis: 1x1 conv, gain--> z (N, C, H, W) --round, clamp--> q (int32)
     link:    q --range coder with the learned per-channel tables--> bytes          (~ -log2 p(q) bits)
-    server:  q --float--> dec: 1x1 conv, ReLU6, 1x1 conv --> x_hat (N, Cx, H, W) --> rest of the model
+    server:  q --synthesis: 1/gain, 1x1 conv--> x_hat (N, Cx, H, W) --> rest of the model
+
+Why linear transforms: the training split holds a few hundred images, too few for a deep
+nonlinear transform to generalise; what the task needs is mostly *which directions* of the
+activation matter to the output. ``init_task_aware`` starts the analysis transform as the
+Karhunen-Loeve transform of the activation in the metric of the task's Fisher information (so a
+uniform step in z costs the same expected KL in every direction, and directions the output
+ignores fall below one step and cost almost no bits); training then tunes gains, transforms and
+the density end to end on distortion + beta * rate.
 
 Training (``forward``) replaces rounding by additive uniform noise and returns the likelihoods
 so the loss can charge the rate; ``device_module`` / ``server_module`` / ``pack`` / ``unpack``
@@ -13,6 +21,8 @@ are the same object's deployment path, so estimated rate and coded size cannot d
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,56 +30,37 @@ import torch
 from torch import nn
 
 from aiflow_cli.codecs.base import ActivationCodec, CodecSpec, EncodedTensor
-from aiflow_cli.codecs.entropy import EntropyTables, FactorizedDensity
+from aiflow_cli.codecs.entropy import HEADER_BYTES, EntropyTables, FactorizedDensity
 
-__all__ = ["BottleneckNet", "LearnedBottleneckCodec"]
-
-
-class _LinearPlusMLP(nn.Module):
-    """y = W x + MLP(x): the linear path starts as PCA, the MLP (last layer zero) learns what it misses."""
-
-    def __init__(self, c_in: int, c_mid: int, c_out: int) -> None:
-        super().__init__()
-        self.linear = nn.Conv2d(c_in, c_out, 1, bias=False)
-        self.mlp = nn.Sequential(nn.Conv2d(c_in, c_mid, 1), nn.ReLU6(), nn.Conv2d(c_mid, c_out, 1))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x) + self.mlp(x)
+__all__ = ["BottleneckNet", "LearnedBottleneckCodec", "step_for_beta"]
 
 
-class _Encoder(nn.Module):
-    def __init__(self, c_in: int, c_mid: int, c_out: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(1, c_in, 1, 1))
-        self.register_buffer("std", torch.ones(1, c_in, 1, 1))
-        self.net = _LinearPlusMLP(c_in, c_mid, c_out)
+def step_for_beta(beta: float) -> float:
+    """Quantiser step (in Fisher-whitened units) where d(KL)/d(rate) = -beta at high rate.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
-
-
-class _Decoder(nn.Module):
-    def __init__(self, c_in: int, c_mid: int, c_out: int, encoder: _Encoder) -> None:
-        super().__init__()
-        self.net = _LinearPlusMLP(c_in, c_mid, c_out)
-        self.encoder = [encoder]  # shares the standardisation buffers without registering twice
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        enc = self.encoder[0]
-        return self.net(z) * enc.std + enc.mean
+    Per element, uniform noise of step s costs KL ~ s^2/24 nats and saves 1/ln2 bits per halving
+    of s, so the slope is s^2 ln2 / 12; setting it to beta gives the step to start from.
+    """
+    return math.sqrt(12 * beta / math.log(2))
 
 
 class BottleneckNet(nn.Module):
-    def __init__(self, in_channels: int, channels: int, hidden: int = 256) -> None:
+    def __init__(self, in_channels: int, channels: int) -> None:
         super().__init__()
-        self.in_channels, self.channels, self.hidden = in_channels, channels, hidden
-        self.encoder = _Encoder(in_channels, hidden, channels)
-        self.decoder = _Decoder(channels, hidden, in_channels, self.encoder)
+        self.in_channels, self.channels = in_channels, channels
+        self.analysis = nn.Conv2d(in_channels, channels, 1)
+        self.synthesis = nn.Conv2d(channels, in_channels, 1)
+        self.log_gain = nn.Parameter(torch.zeros(channels))
         self.density = FactorizedDensity(channels)
         self.register_buffer("lo", torch.full((channels,), -64.0))
         self.register_buffer("hi", torch.full((channels,), 64.0))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Continuous latent z, one unit = one quantisation step."""
+        return self.analysis(x) * self.log_gain.exp().view(1, -1, 1, 1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.synthesis(z * (-self.log_gain).exp().view(1, -1, 1, 1))
 
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
         """Inference: round and clamp to the coded support (what the device sends)."""
@@ -78,30 +69,41 @@ class BottleneckNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction, likelihoods). Noise while training, rounding otherwise."""
-        z = self.encoder(x)
+        z = self.encode(x)
         z_hat = z + torch.empty_like(z).uniform_(-0.5, 0.5) if self.training else self.quantize(z)
-        return self.decoder(z_hat), self.density.likelihood(z_hat)
+        return self.decode(z_hat), self.density.likelihood(z_hat)
 
     @torch.no_grad()
-    def init_from(self, x: torch.Tensor, latent_scale: float = 2.0) -> None:
-        """Standardise with training statistics; start the linear paths as PCA (top ``channels``
-        components, scaled so each latent has std ``latent_scale`` quantisation steps)."""
-        mean, std = x.mean((0, 2, 3), keepdim=True), x.std((0, 2, 3), keepdim=True).clamp_min(1e-6)
-        self.encoder.mean.copy_(mean)
-        self.encoder.std.copy_(std)
-        pixels = ((x - mean) / std).permute(0, 2, 3, 1).reshape(-1, self.in_channels)
-        pixels = pixels[torch.randperm(len(pixels), generator=torch.Generator().manual_seed(0))[:20000]]
-        _, sing, vh = torch.linalg.svd(pixels, full_matrices=False)
-        comps = vh[: self.channels]  # (C, in)
-        comp_std = sing[: self.channels] / len(pixels) ** 0.5
-        scale = (latent_scale / comp_std).unsqueeze(1)
-        self.encoder.net.linear.weight.copy_((comps * scale)[:, :, None, None])
-        self.decoder.net.linear.weight.copy_((comps / scale).T[:, :, None, None])
+    def init_task_aware(self, x: torch.Tensor, fisher: torch.Tensor, step: float) -> None:
+        """Analysis = KLT of the activation after whitening by the task's Fisher information.
+
+        ``fisher`` (Cx, Cx): expected outer product of d log p(y|x)/dx per pixel, summed over the
+        pixels of one input. With M^T M = fisher, KL ~ |M e|^2 / 2 for a small error e, so in
+        y = M x all directions are equally important; the KLT of y then sorts them by variance
+        and the ``channels`` strongest are kept. ``step`` sets the quantiser step in y.
+        """
+        c = self.in_channels
+        mean = x.mean((0, 2, 3)).double()
+        pixels = (x.permute(0, 2, 3, 1).reshape(-1, c).double() - mean)
+        pixels = pixels[torch.randperm(len(pixels), generator=torch.Generator().manual_seed(0))[:50000]]
+        lam, u = torch.linalg.eigh(fisher.double())
+        lam = lam.clamp_min(float(lam.max()) * 1e-6)
+        whiten = (u * lam.sqrt()).T  # y = whiten @ x
+        y = pixels @ whiten.T
+        var, v = torch.linalg.eigh(y.T @ y / len(y))
+        keep = v[:, torch.argsort(var, descending=True)[: self.channels]]  # (Cx, C)
+        analysis = keep.T @ whiten / step  # (C, Cx)
+        synthesis = torch.linalg.pinv(whiten) @ keep * step  # (Cx, C)
+        self.analysis.weight.copy_(analysis.float()[:, :, None, None])
+        self.analysis.bias.copy_(-(analysis @ mean).float())
+        self.synthesis.weight.copy_(synthesis.float()[:, :, None, None])
+        self.synthesis.bias.copy_(mean.float())
+        self.log_gain.zero_()
 
     @torch.no_grad()
     def fit_support(self, latents: list[torch.Tensor], margin: int = 1) -> None:
         """Per-channel integer support from training latents (plus a margin); beyond it, values clamp."""
-        q = torch.cat([torch.round(self.encoder(x)) for x in latents])
+        q = torch.cat([torch.round(self.encode(x)) for x in latents])
         self.lo.copy_(q.amin((0, 2, 3)) - margin)
         self.hi.copy_(q.amax((0, 2, 3)) + margin)
 
@@ -112,7 +114,7 @@ class _Encode(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.quantize(self.net.encoder(x)).to(torch.int32)
+        return self.net.quantize(self.net.encode(x)).to(torch.int32)
 
 
 class _Decode(nn.Module):
@@ -121,7 +123,7 @@ class _Decode(nn.Module):
         self.net = net
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        return self.net.decoder(q.to(torch.float32))
+        return self.net.decode(q.to(torch.float32))
 
 
 class LearnedBottleneckCodec(ActivationCodec):
@@ -129,10 +131,40 @@ class LearnedBottleneckCodec(ActivationCodec):
     wire_dtype = "int32"
     lossless = False
 
-    def __init__(self, net: BottleneckNet, tables: EntropyTables | None = None) -> None:
+    weights_file = "bottleneck.safetensors"
+
+    def __init__(self, net: BottleneckNet, tables: EntropyTables | None = None, weights_sha256: str | None = None
+                 ) -> None:
         super().__init__(None)
         self.net = net.eval()
         self.tables = tables or net.density.tables(net.lo, net.hi)
+        self.weights_sha256 = weights_sha256
+
+    def write_weights(self, pair_dir: Path) -> None:
+        """Save the trained networks beside the pair, so ``split verify`` can rebuild the training graph."""
+        from safetensors.torch import save_file
+
+        from aiflow_cli.export.pair import sha256_file
+
+        path = Path(pair_dir) / self.weights_file
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(path))
+        self.weights_sha256 = sha256_file(path)
+
+    @staticmethod
+    def load_net(params: dict[str, Any], pair_dir: Path) -> BottleneckNet:
+        """The training graph's networks from the export directory (refused if the hash differs)."""
+        from safetensors.torch import load_file
+
+        from aiflow_cli.errors import ConfigError
+        from aiflow_cli.export.pair import sha256_file
+
+        path = Path(pair_dir) / params["weights_file"]
+        if not path.is_file() or sha256_file(path) != params["weights_sha256"]:
+            raise ConfigError(f"{path}: missing or not the file the manifest names (sha256 differs)",
+                              "re-export the pair with aiflow split --bottleneck --export DIR --force")
+        net = BottleneckNet(params["in_channels"], params["channels"])
+        net.load_state_dict(load_file(str(path)))
+        return net.eval()
 
     def device_module(self) -> nn.Module:
         return _Encode(self.net)
@@ -147,24 +179,24 @@ class LearnedBottleneckCodec(ActivationCodec):
         return self.tables.decode(enc.data)
 
     def estimated_bytes(self, x: torch.Tensor) -> float:
-        """-log2 p(q) / 8 under the learned density (the rate the training loss charged)."""
+        """-log2 p(q) / 8 under the coded tables (the rate the range coder should reach)."""
         with torch.no_grad():
-            q = self.net.quantize(self.net.encoder(x))
-            return float(-torch.log2(self.net.density.likelihood(q)).sum() / 8)
+            q = self.net.quantize(self.net.encode(x)).to(torch.int64).numpy()
+        return self.tables.bits(q) / 8
 
     def spec(self) -> CodecSpec:
         return CodecSpec(self.name, {
             "wire_dtype": "int32", "in_channels": self.net.in_channels, "channels": self.net.channels,
-            "hidden": self.net.hidden, "coder": "constriction range coder (queue), categorical per channel",
-            "header_bytes": 8, **self.tables.to_params(),
+            "coder": "constriction range coder (queue), categorical per channel",
+            "header_bytes": HEADER_BYTES, **self.tables.to_params(),
+            **({"weights_file": self.weights_file, "weights_sha256": self.weights_sha256} if self.weights_sha256 else {}),
         })
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "LearnedBottleneckCodec":
         """Rebuild the coder side (tables) from a manifest; the networks live in the ONNX files."""
-        net = BottleneckNet(params["in_channels"], params["channels"], params["hidden"])
+        net = BottleneckNet(params["in_channels"], params["channels"])
         tables = EntropyTables.from_params(params)
         net.lo.copy_(torch.tensor(tables.lo, dtype=torch.float32))
         net.hi.copy_(torch.tensor(tables.hi, dtype=torch.float32))
         return cls(net, tables)
-

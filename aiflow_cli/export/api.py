@@ -82,6 +82,9 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
         for n, (cut, index) in enumerate(zip(cuts, indices)):
             codec = codecs[cut]
             files = export_pair(model, index, codec, tmp, example)
+            write_weights = getattr(codec, "write_weights", None)
+            if write_weights is not None:  # learned codecs keep their training graph beside the pair
+                write_weights(tmp / files.device.file.rsplit("/", 1)[0])
             spec = codec.spec()
             pair = ExportedPair(
                 cut=cut, cut_index=index, directory=files.device.file.rsplit("/", 1)[0],

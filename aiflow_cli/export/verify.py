@@ -21,6 +21,7 @@ from aiflow_cli.schemas.manifest import ExportedPair, Verification
 __all__ = ["VerificationError", "verify_pair", "LOSSLESS_RTOL"]
 
 LOSSLESS_RTOL = 1e-4
+TRAINING_GRAPH_AGREEMENT = 0.99
 
 
 class VerificationError(AiflowError):
@@ -31,9 +32,10 @@ class VerificationError(AiflowError):
 def verify_pair(model: SegmentedModel, root: Path, pair: ExportedPair, inputs: list[Any], source: str,
                 lossless: bool, min_agreement: float = 0.9, min_cosine: float = 0.98) -> Verification:
     runner = PairRunner(root, pair)
+    reference, min_agreement, source = _reference(model, root, pair, min_agreement, source)
     max_diff, scale, agree, total, cosines = 0.0, 0.0, 0, 0, []
     for x in inputs:
-        ref = model.whole(x).numpy()
+        ref = reference(x).numpy()
         out = runner(x)[0][0]
         max_diff = max(max_diff, float(np.abs(out - ref).max()))
         scale = max(scale, float(np.abs(ref).max()))
@@ -54,6 +56,28 @@ def verify_pair(model: SegmentedModel, root: Path, pair: ExportedPair, inputs: l
     return Verification(inputs=source, count=sum(int(np.prod(_batch_size(x))) for x in inputs),
                         max_abs_diff=max_diff, output_scale=scale, agreement=agreement, mean_cosine=mean_cos,
                         passed=passed)
+
+
+def _reference(model: SegmentedModel, root: Path, pair: ExportedPair, min_agreement: float, source: str):  # noqa: ANN202
+    """What the pair must reproduce: the unsplit model, or, for a learned bottleneck, its training
+    graph (PyTorch segments + the trained networks with rounding), to 99% top-1 agreement."""
+    if pair.codec.name != "learned-bottleneck":
+        return model.whole, min_agreement, source
+    from aiflow_cli.codecs.learned import LearnedBottleneckCodec
+
+    net = LearnedBottleneckCodec.load_net(pair.codec.params, Path(root) / pair.directory)
+    device, server = model.segments[: pair.cut_index + 1], model.segments[pair.cut_index + 1:]
+
+    def graph(x: Any) -> torch.Tensor:
+        h = x
+        for seg in device:
+            h = seg.module(h)
+        h = net.decode(net.quantize(net.encode(h)))
+        for seg in server:
+            h = seg.module(h)
+        return h
+
+    return graph, TRAINING_GRAPH_AGREEMENT, f"{source}, against the training graph"
 
 
 def _batch_size(x: Any) -> int:

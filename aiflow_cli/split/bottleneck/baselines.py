@@ -35,6 +35,14 @@ class Baseline:
     bytes_per_input: float
     metric: float
     agreement: float
+    kl: float | None = None  # mean KL(unsplit || this), nats, where the baseline has logits
+
+
+def _kl(logits: torch.Tensor, feats: CutFeatures) -> float:
+    from torch.nn import functional as F
+
+    return float(F.kl_div(F.log_softmax(logits, -1), F.log_softmax(feats.eval_logits, -1), log_target=True,
+                          reduction="batchmean"))
 
 
 def _score(logits: torch.Tensor, feats: CutFeatures) -> tuple[float, float]:
@@ -104,6 +112,8 @@ def uniform_baselines(server: nn.Module, feats: CutFeatures, steps: tuple[float,
             sizes.append(len(data))
             back = torch.from_numpy(tables.decode(data)).float() * std * step + mean
             logits.append(server(back))
-        metric, agreement = _score(torch.cat(logits), feats)
-        out.append(Baseline(f"uniform-q{step:g}@{feats.cut}", float(np.mean(sizes)), metric, agreement))
+        logits = torch.cat(logits)
+        metric, agreement = _score(logits, feats)
+        out.append(Baseline(f"uniform-q{step:g}@{feats.cut}", float(np.mean(sizes)), metric, agreement,
+                            _kl(logits, feats)))
     return out

@@ -7,6 +7,7 @@ the cut: the unsplit model's logits (the distillation target) and the labels.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from aiflow_cli.errors import InputError
 from aiflow_cli.models.cache import cache_dir
 from aiflow_cli.models.segmented import SegmentedModel
 
-__all__ = ["CutFeatures", "cut_features", "check_image_data"]
+__all__ = ["CutFeatures", "cut_features", "check_image_data", "classifier_of"]
 
 
 @dataclass
@@ -30,6 +31,8 @@ class CutFeatures:
     eval_labels: torch.Tensor
     train_pooled: dict[str, torch.Tensor]  # cut -> (N, C) global-average-pooled activation, every cut
     eval_pooled: dict[str, torch.Tensor]
+    train_penultimate: torch.Tensor | None = None  # (N, F) the classifier's input (exit heads regress onto it)
+    eval_penultimate: torch.Tensor | None = None
 
 
 def check_image_data(root: Path | None) -> Path:
@@ -45,8 +48,28 @@ def check_image_data(root: Path | None) -> Path:
 
 
 @torch.no_grad()
-def _run(model: SegmentedModel, images: torch.Tensor, cut_index: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    acts, logits, pooled = [], [], {c: [] for c in model.cuts}
+def _run(model: SegmentedModel, images: torch.Tensor, cut_index: int
+         ) -> tuple[torch.Tensor, torch.Tensor, dict, torch.Tensor]:
+    acts, logits, pooled, penult = [], [], {c: [] for c in model.cuts}, []
+    hook = classifier_of(model).register_forward_pre_hook(lambda _m, args: penult.append(args[0].detach().clone()))
+    try:
+        _run_batches(model, images, cut_index, acts, logits, pooled)
+    finally:
+        hook.remove()
+    return torch.cat(acts), torch.cat(logits), {c: torch.cat(v) for c, v in pooled.items()}, torch.cat(penult)
+
+
+def classifier_of(model: SegmentedModel) -> torch.nn.Linear:
+    """The last linear layer of the last segment: the classifier exit heads share."""
+    linears = [m for m in model.segments[-1].module.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise InputError(f"{model.name}: the last segment has no linear classifier",
+                         "early exits need an image classifier such as zoo:efficientnet-lite0")
+    return linears[-1]
+
+
+def _run_batches(model: SegmentedModel, images: torch.Tensor, cut_index: int, acts: list, logits: list,
+                 pooled: dict) -> None:
     for i in range(0, len(images), 25):
         h = images[i:i + 25]
         for j, seg in enumerate(model.segments):
@@ -56,7 +79,6 @@ def _run(model: SegmentedModel, images: torch.Tensor, cut_index: int) -> tuple[t
                 if j == cut_index:
                     acts.append(h.clone())
         logits.append(h)
-    return torch.cat(acts), torch.cat(logits), {c: torch.cat(v) for c, v in pooled.items()}
 
 
 def cut_features(model: SegmentedModel, cut_index: int, data: Path | None = None) -> CutFeatures:
@@ -66,7 +88,8 @@ def cut_features(model: SegmentedModel, cut_index: int, data: Path | None = None
 
     root = check_image_data(data)
     cut = model.cuts[cut_index]
-    key = f"{model.fingerprint()[:16]}-{abs(hash(str(root.resolve()))) % 10**8}-{cut}.safetensors"
+    folder = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]  # stable across processes
+    key = f"v2-{model.fingerprint()[:16]}-{folder}-{cut}.safetensors"
     path = cache_dir("features") / key
     if path.is_file():
         t = load_file(str(path))
@@ -75,10 +98,10 @@ def cut_features(model: SegmentedModel, cut_index: int, data: Path | None = None
         train_images = torch.cat([train_images, train_images.flip(-1)])
         train_labels = torch.cat([train_labels, train_labels])
         eval_images, eval_labels = load_batch(read_labels(root, "eval"))
-        tx, tl, tp = _run(model, train_images, cut_index)
-        ex, el, ep = _run(model, eval_images, cut_index)
+        tx, tl, tp, tf = _run(model, train_images, cut_index)
+        ex, el, ep, ef = _run(model, eval_images, cut_index)
         t = {"train_x": tx, "train_logits": tl, "train_labels": train_labels, "eval_x": ex, "eval_logits": el,
-             "eval_labels": eval_labels}
+             "eval_labels": eval_labels, "train_penultimate": tf, "eval_penultimate": ef}
         t.update({f"train_pooled.{c}": v for c, v in tp.items()})
         t.update({f"eval_pooled.{c}": v for c, v in ep.items()})
         tmp = path.with_suffix(".tmp")
@@ -89,4 +112,5 @@ def cut_features(model: SegmentedModel, cut_index: int, data: Path | None = None
         eval_x=t["eval_x"], eval_logits=t["eval_logits"], eval_labels=t["eval_labels"],
         train_pooled={c: t[f"train_pooled.{c}"] for c in model.cuts},
         eval_pooled={c: t[f"eval_pooled.{c}"] for c in model.cuts},
+        train_penultimate=t["train_penultimate"], eval_penultimate=t["eval_penultimate"],
     )

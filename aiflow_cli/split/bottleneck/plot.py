@@ -1,0 +1,49 @@
+"""Rate-accuracy plot: learned points and every baseline on the same axes (bytes per input, log)."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from aiflow_cli.atomic import write_bytes_atomic
+from aiflow_cli.schemas.bottleneck import BottleneckReport
+
+__all__ = ["plot_rate_accuracy"]
+
+
+def plot_rate_accuracy(report: BottleneckReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    families: dict[str, list] = {}
+    for b in report.baselines:
+        family = re.sub(r"-q[\d.]+", "", b.name)  # jpeg-q90 -> jpeg, uniform-q1@c -> uniform@c
+        families.setdefault(family, []).append(b)
+    for ax, field, label in ((axes[0], "metric", "top-1"), (axes[1], "agreement", "top-1 agreement with unsplit")):
+        for family, pts in families.items():
+            pts = sorted(pts, key=lambda b: b.bytes_per_input)
+            style = "o" if len(pts) == 1 else ".-"
+            ax.plot([p.bytes_per_input for p in pts], [getattr(p, field) for p in pts], style, label=family, alpha=0.8)
+        for cut in dict.fromkeys(p.cut for p in report.points):
+            pts = sorted((p for p in report.points if p.cut == cut), key=lambda p: p.bytes_per_input)
+            ax.plot([p.bytes_per_input for p in pts], [getattr(p, field) for p in pts], "s-", lw=2.5,
+                    label=f"learned@{cut}")
+        if field == "metric":
+            ax.axhline(report.reference_metric, color="k", ls=":", lw=1, label="unsplit")
+            ax.axhline(report.reference_metric - report.max_drop / 100, color="r", ls=":", lw=1,
+                       label=f"-{report.max_drop:g} point")
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes per image (coded)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{report.model}: rate vs accuracy, {report.eval_inputs} evaluation images")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())

@@ -1,0 +1,86 @@
+"""``aiflow split --bottleneck`` from the command line's point of view: resolve files, run, export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from aiflow_cli.errors import InputError
+from aiflow_cli.schemas.bottleneck import BottleneckReport
+from aiflow_cli.schemas.manifest import Manifest
+from aiflow_cli.split.bottleneck.api import check_bottleneck_settings, parse_betas, run_bottleneck
+from aiflow_cli.split.bottleneck.train import TrainSettings
+
+__all__ = ["BottleneckOutcome", "bottleneck_split"]
+
+
+@dataclass
+class BottleneckOutcome:
+    report: BottleneckReport
+    manifest: Manifest | None = None
+    exported_beta: float | None = None
+
+
+def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | None, max_drop: float = 1.0,
+                     exits: list[str] | None = None, finetune_server: bool = False, epochs: int = 4,
+                     device: Path | None = None, server: Path | None = None, link: list[Path] | None = None,
+                     bandwidth: str | None = None, rtt: str | None = None, host_profile: Path | None = None,
+                     export_dir: Path | None = None, force: bool = False,
+                     progress: Callable[[str, int, int], None] | None = None) -> BottleneckOutcome:
+    from aiflow_cli.models import load_model
+    from aiflow_cli.split.links import resolve_links
+
+    betas = parse_betas(beta)
+    if (device is None) != (server is None):
+        raise InputError("--device and --server go together", "pass both, or neither")
+    links = resolve_links(link or [], bandwidth, rtt) if (link or bandwidth) else []
+    if device is not None and not links:
+        raise InputError("no link given", "pass --link FILE.yaml or --bandwidth 0.5MB/s,1MB/s --rtt 20ms")
+    if export_dir is not None:
+        from aiflow_cli.export.api import check_export_dir
+
+        check_export_dir(export_dir, force)
+        if finetune_server:
+            raise InputError("--export with --finetune-server is not available yet",
+                             "export without --finetune-server (the server half stays frozen)")
+    model = load_model(spec)
+    check_bottleneck_settings(model, cuts, betas, max_drop, data)
+    for e in exits or []:
+        model.cut_index(e)
+    device_ms = server_ms = None
+    if device is not None:
+        from aiflow_cli.profiling.measure import profile_model
+        from aiflow_cli.split.planner import side_latencies
+
+        cache: dict = {}
+
+        def host():  # noqa: ANN202
+            if "host" not in cache:
+                from aiflow_cli.schemas.profile import load_profile
+
+                cache["host"] = (load_profile(host_profile) if host_profile
+                                 else profile_model(model, repeats=10, warmup=2, progress=progress))
+            return cache["host"]
+
+        device_ms, _ = side_latencies(device, model, host, "device")
+        server_ms, _ = side_latencies(server, model, host, "server")
+    settings = TrainSettings(epochs=epochs, finetune_server=finetune_server)
+    run = run_bottleneck(model, cuts, betas, data, settings=settings, max_drop=max_drop, exits=exits,
+                         device_ms=device_ms, server_ms=server_ms, links=links, progress=progress)
+    outcome = BottleneckOutcome(report=run.report)
+    if export_dir is not None:
+        from aiflow_cli.export.api import export_split
+
+        report = run.report
+        if report.chosen:
+            pick = (report.chosen[0].cut, report.chosen[0].beta)
+        else:  # fewest bytes within --max-drop, else the most accurate point
+            ok = [p for p in report.points if 100 * (report.reference_metric - p.metric) <= max_drop]
+            best = min(ok, key=lambda p: p.bytes_per_input) if ok else max(report.points, key=lambda p: p.metric)
+            pick = (best.cut, best.beta)
+        point = run.trained[pick]
+        outcome.manifest = export_split(model, [pick[0]], {pick[0]: point.codec}, export_dir, force=force,
+                                        progress=progress)
+        outcome.exported_beta = pick[1]
+    return outcome
