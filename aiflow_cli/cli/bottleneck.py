@@ -63,8 +63,7 @@ def _render(report) -> None:  # noqa: ANN001
     table = Table(title="learned bottleneck: rate vs accuracy (evaluation split)", title_style="bold",
                   caption="coded/est: range-coded bytes (header excluded) / -log2 p; uniform: bytes the "
                           "uniform baseline needs for the same agreement")
-    cols = ["cut", "beta", "bytes", "coded/est", "top-1", "drop", "agree", "uniform", "JPEG q90/", "s",
-            *report.links]
+    cols = ["cut", "beta", "bytes", "coded/est", "top-1", "drop", "agree", "uniform", "JPEG q90/", "train s"]
     for col in cols:
         table.add_column(col, justify="left" if col == "cut" else "right")
     for p in report.points:
@@ -74,8 +73,15 @@ def _render(report) -> None:  # noqa: ANN001
                       f"{100 * (ref - p.metric):+.1f}", f"{p.agreement:.3f}",
                       "-" if uni is None else f"{uni:,.0f} ({p.bytes_per_input / uni:.2f}x)",
                       "-" if jpeg90 is None else f"{jpeg90 / p.bytes_per_input:.1f}x",
-                      f"{p.train_seconds:.0f}", *[f"{p.latency_ms[name]:.1f} ms" for name in report.links])
+                      f"{p.train_seconds:.0f}")
     console.print(table)
+    if report.links:
+        lat = Table(title="predicted latency per request (ms, no exit)", title_style="bold")
+        for col in ("cut", "beta", *report.links):
+            lat.add_column(col, justify="left" if col == "cut" else "right")
+        for p in report.points:
+            lat.add_row(p.cut, f"{p.beta:g}", *[f"{p.latency_ms[name]:.1f}" for name in report.links])
+        console.print(lat)
     if report.baselines:
         base = Table(title="baselines (same evaluation split)", title_style="bold")
         for col in ("name", "bytes", "top-1", "agreement"):
