@@ -15,16 +15,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from torch import nn
+
 from aiflow_cli import __version__
 from aiflow_cli.codecs.base import ActivationCodec
 from aiflow_cli.errors import InputError, OutputError
 from aiflow_cli.export.onnx_export import OPSET
-from aiflow_cli.export.pair import export_pair
+from aiflow_cli.export.pair import exit_output_name, export_pair
 from aiflow_cli.export.reference_inputs import real_inputs
 from aiflow_cli.export.triton import write_triton_model
 from aiflow_cli.export.verify import VerificationError, verify_pair
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.schemas.manifest import CodecInfo, ExportedPair, Manifest
+from aiflow_cli.schemas.manifest import CodecInfo, ExitDecl, ExportedPair, Manifest
 
 __all__ = ["check_export_dir", "export_split", "replace_dir", "staged_dir"]
 
@@ -70,7 +72,10 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
                  force: bool = False, triton: bool = True, verify_count: int = 50,
                  predicted: dict[str, dict[str, float]] | None = None, bytes_per_request: dict[str, int] | None = None,
                  plan_table: list[dict[str, Any]] | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> Manifest:
+                 progress: Callable[[str, int, int], None] | None = None,
+                 exits: dict[str, list[tuple[str, nn.Module, dict[str, float]]]] | None = None) -> Manifest:
+    """Export, verify and describe one pair per cut. ``exits``: cut -> [(exit cut, head, {threshold,
+    exit_rate, drop})], heads at or before the cut, written into that pair's device.onnx."""
     out_dir = Path(out_dir)
     indices = [model.cut_index(c) for c in cuts]  # unknown cut -> error listing the valid ones
     if not cuts:
@@ -81,7 +86,11 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
         pairs, failures = [], []
         for n, (cut, index) in enumerate(zip(cuts, indices)):
             codec = codecs[cut]
-            files = export_pair(model, index, codec, tmp, example)
+            pair_exits = (exits or {}).get(cut, [])
+            heads = {model.cut_index(e): head for e, head, _ in pair_exits}
+            if any(i > index for i in heads):
+                raise InputError(f"an exit after the cut {cut} cannot run on the device", "choose exits at or before it")
+            files = export_pair(model, index, codec, tmp, example, exits=heads or None)
             write_weights = getattr(codec, "write_weights", None)
             if write_weights is not None:  # learned codecs keep their training graph beside the pair
                 write_weights(tmp / files.device.file.rsplit("/", 1)[0])
@@ -91,6 +100,7 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
                 codec=CodecInfo(name=spec.name, params=spec.params), device=files.device, server=files.server,
                 crossing=files.crossing, predicted_latency_ms=(predicted or {}).get(cut, {}),
                 bytes_per_request=(bytes_per_request or {}).get(cut),
+                exits=[ExitDecl(cut=e, output=exit_output_name(e), **stats) for e, _, stats in pair_exits],
                 verification=_placeholder(),
             )
             pair.verification = verify_pair(model, tmp, pair, inputs, source, lossless=codec.lossless)

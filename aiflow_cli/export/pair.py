@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from aiflow_cli.codecs.base import ActivationCodec
+from aiflow_cli.errors import InputError
 from aiflow_cli.export.onnx_export import OPSET, export_onnx
 from aiflow_cli.export.tensors import boundary_names, declare, dynamic_axes
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.schemas.manifest import Artifact, TensorDecl
 
-__all__ = ["DeviceHalf", "ServerHalf", "ExportedFiles", "export_pair", "sha256_file", "pair_dirname", "save_artifact"]
+__all__ = ["exit_output_name", "DeviceHalf", "ServerHalf", "ExportedFiles", "export_pair", "sha256_file", "pair_dirname", "save_artifact"]
 
 
 def _on_first(value: Any, fn: nn.Module) -> Any:
@@ -36,14 +37,23 @@ def _on_first(value: Any, fn: nn.Module) -> Any:
 
 
 class DeviceHalf(nn.Module):
-    def __init__(self, segments: list[nn.Module], encoder: nn.Module) -> None:
+    """Segments up to the cut, then the codec's encoder; exit heads (segment index -> head) add
+    their logits as extra outputs after the wire tensor."""
+
+    def __init__(self, segments: list[nn.Module], encoder: nn.Module, exits: dict[int, nn.Module] | None = None) -> None:
         super().__init__()
         self.segments, self.encoder = nn.ModuleList(segments), encoder
+        self.exit_at = sorted(exits or {})
+        self.exits = nn.ModuleList([exits[i] for i in self.exit_at]) if exits else nn.ModuleList()
 
     def forward(self, x: Any) -> Any:
-        for seg in self.segments:
+        taps = []
+        for i, seg in enumerate(self.segments):
             x = seg(x)
-        return _on_first(x, self.encoder)
+            if i in self.exit_at:
+                taps.append(self.exits[self.exit_at.index(i)](x))
+        wire = _on_first(x, self.encoder)
+        return (wire, *taps) if taps else wire
 
 
 class ServerHalf(nn.Module):
@@ -112,26 +122,39 @@ def _export_onnx_source(model: SegmentedModel, cut_index: int, codec: Activation
 
 
 @torch.no_grad()
+def exit_output_name(cut: str) -> str:
+    return f"exit_{cut}_logits"
+
+
 def export_pair(model: SegmentedModel, cut_index: int, codec: ActivationCodec, root: Path, example: Any,
-                opset: int = OPSET) -> ExportedFiles:
-    """Write ``root/<cut>/device.onnx`` and ``server.onnx``; return their declarations."""
+                opset: int = OPSET, exits: dict[int, nn.Module] | None = None) -> ExportedFiles:
+    """Write ``root/<cut>/device.onnx`` and ``server.onnx``; return their declarations.
+
+    ``exits`` (segment index <= cut_index -> head) become extra device outputs named
+    ``exit_<cut>_logits``; only the wire tensor(s) cross to the server.
+    """
     if "onnx_extractor" in model.extras:
+        if exits:
+            raise InputError("early exits are not available for ONNX-file sources", "export without --exit")
         return _export_onnx_source(model, cut_index, codec, root)
     modules = [s.module for s in model.segments]
-    device = DeviceHalf(modules[: cut_index + 1], codec.device_module()).eval()
+    device = DeviceHalf(modules[: cut_index + 1], codec.device_module(), exits).eval()
     server = ServerHalf(codec.server_module(), modules[cut_index + 1:]).eval()
-    wire = device(example)
+    device_out = device(example)
+    wire = device_out[0] if exits else device_out
     output = server(wire)
     in_decls = declare(model, boundary_names(model, "input", example), example)
     wire_decls = declare(model, boundary_names(model, "crossing", wire), wire)
     out_decls = declare(model, boundary_names(model, "output", output), output)
+    exit_decls = [TensorDecl(name=exit_output_name(model.cuts[i]), shape=["batch", int(t.shape[-1])], dtype="float32")
+                  for i, t in zip(sorted(exits or {}), device_out[1:] if exits else [])]
     sub = pair_dirname(model.cuts[cut_index])
-    dev_proto = export_onnx(device, example, [d.name for d in in_decls], [d.name for d in wire_decls],
-                            dynamic_axes(in_decls + wire_decls), opset)
+    dev_proto = export_onnx(device, example, [d.name for d in in_decls], [d.name for d in wire_decls + exit_decls],
+                            dynamic_axes(in_decls + wire_decls + exit_decls), opset)
     srv_proto = export_onnx(server, wire, [d.name for d in wire_decls], [d.name for d in out_decls],
                             dynamic_axes(wire_decls + out_decls), opset)
     return ExportedFiles(
-        device=save_artifact(root, f"{sub}/device.onnx", dev_proto, in_decls, wire_decls),
+        device=save_artifact(root, f"{sub}/device.onnx", dev_proto, in_decls, wire_decls + exit_decls),
         server=save_artifact(root, f"{sub}/server.onnx", srv_proto, wire_decls, out_decls),
         crossing=wire_decls,
     )

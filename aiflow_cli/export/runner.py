@@ -27,7 +27,7 @@ class PairRunner:
 
     def run_device(self, x: Any) -> list[EncodedTensor]:
         feeds = {d.name: t.detach().cpu().numpy() for d, t in zip(self.pair.device.inputs, tensors_of(x))}
-        wire = self.device.run(None, feeds)
+        wire = self.device.run([d.name for d in self.pair.crossing], feeds)  # exit logits stay on the device
         return [self.codec.pack(wire[0])] + [self.plain.pack(w) for w in wire[1:]]
 
     def run_server(self, encoded: list[EncodedTensor]) -> list[np.ndarray]:

@@ -56,6 +56,17 @@ class Verification(Strict):
     passed: bool
 
 
+class ExitDecl(Strict):
+    """An early-exit head inside ``device.onnx``: the device answers on its own when the exit is confident."""
+
+    cut: str = Field(description="the cut whose activation the head reads (at or before the pair's cut)")
+    output: str = Field(description="device.onnx output holding the head's logits")
+    confidence: Literal["max-softmax"] = "max-softmax"
+    threshold: float = Field(description="answer on the device when max softmax >= threshold; else send the wire")
+    exit_rate: float = Field(description="share of evaluation inputs that exit here")
+    drop: float = Field(description="top-1 points lost on the evaluation split with this exit in front")
+
+
 class ExportedPair(Strict):
     cut: str
     cut_index: int
@@ -67,6 +78,7 @@ class ExportedPair(Strict):
     kv_cache: bool = False
     predicted_latency_ms: dict[str, float] = Field(default_factory=dict, description="link name -> total ms")
     bytes_per_request: int | None = None
+    exits: list[ExitDecl] = Field(default_factory=list, description="early-exit heads in device.onnx")
     verification: Verification
 
 

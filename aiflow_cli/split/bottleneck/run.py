@@ -80,7 +80,10 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | None, m
             best = min(ok, key=lambda p: p.bytes_per_input) if ok else max(report.points, key=lambda p: p.metric)
             pick = (best.cut, best.beta)
         point = run.trained[pick]
+        index = model.cut_index(pick[0])
+        heads = [(e.cut, run.exits[e.cut].head, {"threshold": e.threshold, "exit_rate": e.exit_rate, "drop": e.drop})
+                 for e in report.exits if model.cut_index(e.cut) <= index]  # later exits would run on the server
         outcome.manifest = export_split(model, [pick[0]], {pick[0]: point.codec}, export_dir, force=force,
-                                        progress=progress)
+                                        progress=progress, exits={pick[0]: heads})
         outcome.exported_beta = pick[1]
     return outcome
