@@ -25,3 +25,16 @@ def test_unimplemented_verbs_say_so_and_exit_2(runner):
     result = runner.invoke(app, ["serve-pair", "somewhere"])
     assert result.exit_code == 2
     assert "not available" in result.stderr
+
+
+def test_atomically_written_files_get_the_mode_open_would_give(tmp_path):
+    import os
+
+    from aiflow_cli.atomic import write_text_atomic
+
+    mask = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
