@@ -37,12 +37,12 @@ def split_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --export directory.")] = False,
     triton: Annotated[bool, typer.Option("--triton/--no-triton", help="Also write triton/ for the server halves.")] = True,
     verify_count: Annotated[int, typer.Option("--verify-count", help="Real inputs to verify each pair on.")] = 50,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: stacked device/transfer/server bars per link.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: stacked device/transfer/server bars per link (with --bottleneck: rate-accuracy curves).")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows per link in the ranked table.")] = 8,
     bottleneck: Annotated[bool, typer.Option(
         "--bottleneck", help="Train a learned, entropy-coded bottleneck at --cut (image classifiers).")] = False,
     beta: Annotated[str, typer.Option(
-        "--beta", help="With --bottleneck: rate weights to train, comma-separated (larger = fewer bytes).")] = "1e-4,3e-4",
+        "--beta", help="With --bottleneck: rate weights to train, comma-separated (larger = fewer bytes).")] = "5e-5,1e-4,1.5e-4",
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="With --bottleneck: image folder with labels.csv (default ../shared/data/imagenet-sample).")] = None,
     auto: Annotated[bool, typer.Option(
