@@ -183,4 +183,6 @@ def _verify(directory: Path, count: int, trust_remote_code: bool, as_json: bool)
         typer.echo(manifest.model_dump_json(indent=2))
         return
     _render_manifest(manifest, directory)
-    console.print(f"[green]ok[/]: {len(manifest.pairs)} pair(s) match their hashes and the unsplit model")
+    learned = sum(p.codec.name == "learned-bottleneck" for p in manifest.pairs)
+    against = "the unsplit model" if not learned else "the unsplit model (learned bottlenecks: their training graph)"
+    console.print(f"[green]ok[/]: {len(manifest.pairs)} pair(s) match their hashes and {against}")
