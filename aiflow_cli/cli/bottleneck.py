@@ -11,7 +11,7 @@ from rich.table import Table
 from aiflow_cli.cli.common import console, progress_bar
 from aiflow_cli.errors import InputError
 
-__all__ = ["bottleneck_cmd"]
+__all__ = ["bottleneck_cmd", "exits_cmd"]
 
 
 def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[Path], auto: bool, max_drop: float,
@@ -55,6 +55,38 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[Path],
             console.print(f"wrote {path}")
 
 
+def exits_cmd(model: str, exits: list[str], max_drop: float, data: Optional[Path], out: Optional[Path],
+              as_json: bool) -> None:
+    from aiflow_cli.atomic import check_writable, write_text_atomic
+    from aiflow_cli.split.bottleneck.run import exits_only
+
+    if out is not None:
+        check_writable(out)
+    with progress_bar(not as_json) as progress:
+        report = exits_only(model, exits, max_drop, data, progress=progress)
+    if out is not None:
+        write_text_atomic(out, report.model_dump_json(indent=2) + "\n")
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    what = "next-token top-1" if "wikitext" in report.data else "top-1"
+    console.print(f"[bold]{report.model}[/]  full model {what} {report.reference_metric:.3f} on "
+                  f"{report.eval_inputs} evaluation inputs")
+    _render_exits(report)
+    if out is not None:
+        console.print(f"wrote {out}")
+
+
+def _render_exits(report) -> None:  # noqa: ANN001
+    ex = Table(title=f"early exits (threshold calibrated for <= {report.max_drop:g} point drop)", title_style="bold")
+    for col in ("exit at", "threshold", "exit rate", "exit top-1", "top-1", "drop", "compute saved"):
+        ex.add_column(col, justify="right")
+    for e in report.exits:
+        ex.add_row(e.cut, f"{e.threshold:.2f}", f"{e.exit_rate:.1%}", f"{e.exit_accuracy:.3f}", f"{e.metric:.3f}",
+                   f"{e.drop:+.1f}", f"{e.compute_saved:.1%}")
+    console.print(ex)
+
+
 def _render(report) -> None:  # noqa: ANN001
     ref = report.reference_metric
     console.print(f"[bold]{report.model}[/]  unsplit top-1 {ref:.3f} on {report.eval_inputs} evaluation images "
@@ -90,13 +122,7 @@ def _render(report) -> None:  # noqa: ANN001
             base.add_row(b.name, f"{b.bytes_per_input:,.0f}", f"{b.metric:.3f}", f"{b.agreement:.3f}")
         console.print(base)
     if report.exits:
-        ex = Table(title=f"early exits (threshold calibrated for <= {report.max_drop:g} point drop)", title_style="bold")
-        for col in ("exit at", "threshold", "exit rate", "exit top-1", "top-1", "drop", "compute saved"):
-            ex.add_column(col, justify="right")
-        for e in report.exits:
-            ex.add_row(e.cut, f"{e.threshold:.2f}", f"{e.exit_rate:.1%}", f"{e.exit_accuracy:.3f}", f"{e.metric:.3f}",
-                       f"{e.drop:+.1f}", f"{e.compute_saved:.1%}")
-        console.print(ex)
+        _render_exits(report)
     if report.chosen:
         ch = Table(title=f"--auto: fastest plan per link within {report.max_drop:g} point(s)", title_style="bold")
         for col in ("link", "cut", "beta", "exit", "bytes", "top-1", "drop", "expected ms"):

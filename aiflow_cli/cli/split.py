@@ -50,7 +50,8 @@ def split_cmd(
     max_drop: Annotated[float, typer.Option(
         "--max-drop", help="With --bottleneck: allowed top-1 drop in points (exits and --auto).")] = 1.0,
     exit_cut: Annotated[Optional[list[str]], typer.Option(
-        "--exit", help="With --bottleneck: early-exit head at this cut (repeatable).")] = None,
+        "--exit", help="Early-exit head at this cut (repeatable). Alone: measure exits (image classifiers on "
+                       "--data, causal LMs on WikiText-2); with --bottleneck: plan and export them too.")] = None,
     finetune_server: Annotated[bool, typer.Option(
         "--finetune-server", help="With --bottleneck: also tune the server half (default: frozen).")] = False,
     epochs: Annotated[int, typer.Option("--epochs", help="With --bottleneck: training epochs per beta.")] = 4,
@@ -90,6 +91,13 @@ def split_cmd(
                               exits=exit_cut or [], finetune_server=finetune_server, epochs=epochs, device=device,
                               server=server, link=link or [], bandwidth=bandwidth, rtt=rtt, profile=profile,
                               export=export, force=force, plot=plot, out=out, as_json=as_json)
+    if exit_cut:
+        from aiflow_cli.cli.bottleneck import exits_cmd
+
+        if export is not None or device is not None:
+            raise InputError("--exit without --bottleneck only measures exits",
+                             "add --bottleneck to plan and export a pair that carries them")
+        return exits_cmd(model, exit_cut, max_drop, data, out, as_json)
 
     links = resolve_links(link or [], bandwidth, rtt) if (link or bandwidth or device) else []
     for path in (out, plot):

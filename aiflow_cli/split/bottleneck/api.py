@@ -28,7 +28,7 @@ from aiflow_cli.split.bottleneck.features import CutFeatures, check_image_data, 
 from aiflow_cli.split.bottleneck.train import TrainedPoint, TrainSettings, task_fisher, train_bottleneck
 from aiflow_cli.split.cost import Link
 
-__all__ = ["BottleneckRun", "run_bottleneck", "check_bottleneck_settings", "interpolate_bytes_at"]
+__all__ = ["BottleneckRun", "run_bottleneck", "check_bottleneck_settings", "interpolate_bytes_at", "exit_points"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -169,23 +169,31 @@ def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], d
     if baselines:
         base = [BaselinePoint(**vars(b)) for b in jpeg_baselines(model.whole, root, first)] + base
     reference = float((first.eval_logits.argmax(-1) == first.eval_labels).float().mean())
-    exit_points: list[ExitPoint] = []
-    if exits:
-        macs = _segment_macs(model)
-        classifier = classifier_of(model)
-        for cut in exits:
-            result = run.exits[cut] = train_exit(first, cut, classifier, max_drop)
-            skipped = sum(macs[model.cut_index(cut) + 1:]) / sum(macs)
-            exit_points.append(ExitPoint(
-                cut=cut, threshold=result.threshold, calibration_drop=result.calibration_drop,
-                exit_rate=result.exit_rate, exit_accuracy=result.exit_accuracy, metric=result.metric,
-                drop=result.drop, agreement=result.agreement, compute_saved=result.exit_rate * skipped))
-    chosen = _choose(model, points, exit_points, reference, max_drop, device_ms, links) if device_ms else []
+    exit_list, run.exits = exit_points(model, first, exits or [], max_drop)
+    chosen = _choose(model, points, exit_list, reference, max_drop, device_ms, links) if device_ms else []
     run.report = BottleneckReport(
         model=model.spec, data=str(root), train_inputs=len(first.train_x), eval_inputs=len(first.eval_x),
-        reference_metric=reference, max_drop=max_drop, points=points, baselines=base, exits=exit_points,
+        reference_metric=reference, max_drop=max_drop, points=points, baselines=base, exits=exit_list,
         chosen=chosen, links=[lk.name for lk in links])
     return run
+
+
+def exit_points(model: SegmentedModel, feats: CutFeatures, exits: list[str], max_drop: float
+                ) -> tuple[list[ExitPoint], dict[str, ExitResult]]:
+    """Fit and calibrate a head per exit cut; report it with the share of MACs it saves."""
+    if not exits:
+        return [], {}
+    macs = _segment_macs(model)
+    classifier = classifier_of(model)
+    points, results = [], {}
+    for cut in exits:
+        result = results[cut] = train_exit(feats, cut, classifier, max_drop)
+        skipped = sum(macs[model.cut_index(cut) + 1:]) / sum(macs)
+        points.append(ExitPoint(
+            cut=cut, threshold=result.threshold, calibration_drop=result.calibration_drop,
+            exit_rate=result.exit_rate, exit_accuracy=result.exit_accuracy, metric=result.metric,
+            drop=result.drop, agreement=result.agreement, compute_saved=result.exit_rate * skipped))
+    return points, results
 
 
 def _split_latency(model: SegmentedModel, index: int, nbytes: float, enc_ms: float, dec_ms: float,

@@ -12,7 +12,7 @@ from aiflow_cli.schemas.manifest import Manifest
 from aiflow_cli.split.bottleneck.api import check_bottleneck_settings, parse_betas, run_bottleneck
 from aiflow_cli.split.bottleneck.train import TrainSettings
 
-__all__ = ["BottleneckOutcome", "bottleneck_split"]
+__all__ = ["BottleneckOutcome", "bottleneck_split", "exits_only"]
 
 
 @dataclass
@@ -87,3 +87,37 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | None, m
                                         progress=progress, exits={pick[0]: heads})
         outcome.exported_beta = pick[1]
     return outcome
+
+
+def exits_only(spec: str, exits: list[str], max_drop: float = 1.0, data: Path | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> BottleneckReport:
+    """Early exits without a bottleneck: image classifiers (pool + linear into the shared classifier,
+    ImageNet sample) or causal LMs (final norm + shared LM head, WikiText-2 valid / test)."""
+    from aiflow_cli.models import load_model
+
+    if max_drop < 0:
+        raise InputError(f"--max-drop must be 0 or more top-1 points, got {max_drop:g}", "for example --max-drop 1.0")
+    model = load_model(spec)
+    for e in exits:
+        model.cut_index(e)
+    if model.task == "causal-lm":
+        from aiflow_cli.data.text import wikitext_path
+        from aiflow_cli.split.bottleneck.lm_exits import lm_exit_points
+
+        reference, tokens, points = lm_exit_points(model, exits, max_drop, progress=progress)
+        return BottleneckReport(model=model.spec, data=str(wikitext_path("test").parent), train_inputs=8192,
+                                eval_inputs=tokens, reference_metric=reference, max_drop=max_drop, points=[],
+                                baselines=[], exits=points)
+    if model.task != "image-classification":
+        raise InputError(f"early exits are available for image classifiers and causal LMs; {model.name} is a "
+                         f"{model.task} model", "use zoo:efficientnet-lite0 or zoo:smollm2-135m")
+    from aiflow_cli.split.bottleneck.api import exit_points
+    from aiflow_cli.split.bottleneck.features import check_image_data, cut_features
+
+    root = check_image_data(data)
+    feats = cut_features(model, model.cut_index(exits[0]), root)
+    reference = float((feats.eval_logits.argmax(-1) == feats.eval_labels).float().mean())
+    points, _ = exit_points(model, feats, exits, max_drop)
+    return BottleneckReport(model=model.spec, data=str(root), train_inputs=len(feats.train_x),
+                            eval_inputs=len(feats.eval_x), reference_metric=reference, max_drop=max_drop, points=[],
+                            baselines=[], exits=points)

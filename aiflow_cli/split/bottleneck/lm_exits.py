@@ -1,0 +1,133 @@
+"""Early exits for causal LMs: after decoder layer k, the final norm + the shared LM head answer.
+
+The head reads ``A h_k + b``, a linear map fitted by ridge regression from layer k's hidden
+states onto the last layer's (the input the shared head reads) on WikiText-2 *valid*; so it
+distils the full model's output through its own head. An exit fires for a token when its max
+softmax passes a threshold calibrated on a held-out part of *valid* with the same label-free
+bound as the image exits (share of tokens where it fires and disagrees with the full model, at
+half of ``max_drop``). WikiText-2 *test* reports next-token top-1, drop, exit rate and compute saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from aiflow_cli.errors import InputError
+from aiflow_cli.models.segmented import SegmentedModel
+from aiflow_cli.schemas.bottleneck import ExitPoint
+
+__all__ = ["lm_exit_points", "LmTokens"]
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class LmTokens:
+    hidden: dict[str, torch.Tensor]  # exit cut -> (T, D) hidden states after that layer
+    final: torch.Tensor  # (T, D) input of the head (last layer's output)
+    logits_top: torch.Tensor  # (T,) the full model's next-token prediction
+    targets: torch.Tensor  # (T,) the real next token
+
+
+def _token_windows(split: str, tokenizer, tokens: int, context: int) -> list[torch.Tensor]:  # noqa: ANN001
+    from aiflow_cli.data.text import wikitext_path
+
+    path = wikitext_path(split)  # type: ignore[arg-type]
+    if not path.is_file():
+        raise InputError(f"{path}: not found", "early exits for language models train on WikiText-2 valid, "
+                         "report on test (../shared/data/wikitext-2, or set AIFLOW_DATA)")
+    ids = tokenizer(path.read_text(encoding="utf-8")[: tokens * 12], return_tensors="pt")["input_ids"][0]
+    ids = ids[: tokens + 1]
+    return [ids[i:i + context + 1] for i in range(0, len(ids) - 1, context) if len(ids[i:i + context + 1]) > 1]
+
+
+@torch.no_grad()
+def collect(model: SegmentedModel, exits: list[str], split: str, tokens: int, context: int = 256,
+            progress: Progress | None = None) -> LmTokens:
+    indices = {model.cut_index(e): e for e in exits}
+    hidden: dict[str, list[torch.Tensor]] = {e: [] for e in exits}
+    final, tops, targets = [], [], []
+    state = model.extras["kv_state"]
+    state.clear()  # cache-free forward over whole windows
+    windows = _token_windows(split, model.tokenizer, tokens, context)
+    for n, window in enumerate(windows):
+        h = window[None, :-1]
+        for i, seg in enumerate(model.segments[:-1]):
+            h = seg.module(h)
+            if i in indices:
+                hidden[indices[i]].append(h[0])
+        final.append(h[0])
+        tops.append(model.segments[-1].module(h)[0].argmax(-1))
+        targets.append(window[1:])
+        if progress:
+            progress(f"WikiText-2 {split}", n + 1, len(windows))
+    return LmTokens({e: torch.cat(v) for e, v in hidden.items()}, torch.cat(final), torch.cat(tops), torch.cat(targets))
+
+
+def _ridge(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = (x - mx).double(), (y - my).double()
+    reg = ridge * float(xc.pow(2).mean()) * len(x)
+    w = torch.linalg.solve(xc.T @ xc + reg * torch.eye(x.shape[1], dtype=torch.float64), xc.T @ yc).T.float()
+    return w, my - w @ mx
+
+
+@torch.no_grad()
+def _head_confidence(model: SegmentedModel, h: torch.Tensor, batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    head = model.segments[-1].module
+    conf, top = [], []
+    for i in range(0, len(h), batch):
+        p = head(h[i:i + batch][None])[0].softmax(-1)
+        c, t = p.max(-1)
+        conf.append(c)
+        top.append(t)
+    return torch.cat(conf), torch.cat(top)
+
+
+def _layer_macs(model: SegmentedModel) -> list[float]:
+    """Parameters per segment as a MAC proxy per token (a decoder layer is weight-bound)."""
+    out = []
+    for seg in model.segments:
+        out.append(float(sum(p.numel() for p in seg.module.parameters())))
+    out[0] = 0.0  # embeddings are a lookup, not a matmul
+    return out
+
+
+def lm_exit_points(model: SegmentedModel, exits: list[str], max_drop: float, train_tokens: int = 8192,
+                   eval_tokens: int = 8192, progress: Progress | None = None) -> tuple[float, int, list[ExitPoint]]:
+    """(next-token top-1 of the full model on test, test tokens, one point per exit)."""
+    if model.task != "causal-lm":
+        raise InputError(f"{model.name} is a {model.task} model", "LM exits need a causal LM such as zoo:smollm2-135m")
+    for e in exits:
+        model.cut_index(e)  # unknown cut -> error naming the valid ones
+    train = collect(model, exits, "valid", train_tokens, progress=progress)
+    test = collect(model, exits, "test", eval_tokens, progress=progress)
+    macs = _layer_macs(model)
+    held = torch.zeros(len(train.final), dtype=torch.bool)
+    held[int(len(held) * 0.75):] = True  # the last quarter of valid calibrates
+    ref = float((test.logits_top == test.targets).float().mean())
+    points = []
+    for e in exits:
+        w, b = _ridge(train.hidden[e][~held], train.final[~held])
+        conf, top = _head_confidence(model, train.hidden[e][held] @ w.T + b)
+        threshold, bound = 1.0, 0.0
+        for t in torch.linspace(0.30, 0.99, 70).tolist():
+            fired = conf >= t
+            share = 100 * float((fired & (top != train.logits_top[held])).float().mean())
+            if share <= max_drop / 2:
+                threshold, bound = t, share
+                break
+        conf, top = _head_confidence(model, test.hidden[e] @ w.T + b)
+        fired = conf >= threshold
+        pred = torch.where(fired, top, test.logits_top)
+        metric = float((pred == test.targets).float().mean())
+        skipped = sum(macs[model.cut_index(e) + 1:-1]) / sum(macs)  # the head runs either way
+        points.append(ExitPoint(
+            cut=e, threshold=threshold, calibration_drop=bound, exit_rate=float(fired.float().mean()),
+            exit_accuracy=float((top[fired] == test.targets[fired]).float().mean()) if fired.any() else 0.0,
+            metric=metric, drop=100 * (ref - metric), agreement=float((pred == test.logits_top).float().mean()),
+            compute_saved=float(fired.float().mean()) * skipped))
+    return ref, len(test.targets), points
