@@ -43,6 +43,7 @@ class TrainSettings:
     density_warmup_steps: int = 300
     fisher_samples: int = 4
     finetune_server: bool = False
+    server_learning_rate: float = 1e-5  # with finetune_server: the server half's weights
     seed: int = 0
 
 
@@ -125,7 +126,7 @@ def train_bottleneck(server: nn.Module, feats: CutFeatures, beta: float, setting
     if settings.finetune_server:
         for p in server.parameters():
             p.requires_grad_(True)
-        groups.append({"params": list(server.parameters()), "lr": settings.transform_learning_rate})
+        groups.append({"params": list(server.parameters()), "lr": settings.server_learning_rate})
     opt = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, settings.epochs * steps_per_epoch))
     step = settings.density_warmup_steps
