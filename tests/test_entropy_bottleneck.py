@@ -121,3 +121,25 @@ def test_uniform_bytes_at_equal_agreement_interpolates_on_the_upper_envelope():
     assert interpolate_bytes_at(curve, 0.90) == pytest.approx(2000.0)
     assert 1000.0 < interpolate_bytes_at(curve, 0.85) < 2000.0
     assert interpolate_bytes_at(curve, 0.99) is None
+
+
+def test_two_by_two_blocks_round_trip_odd_sizes_and_rebuild_from_spec():
+    """patch 2 on a 5x5 activation: the wire is 3x3 blocks, the server gets 5x5 back."""
+    from aiflow_cli.split.bottleneck.train import task_fisher
+
+    torch.manual_seed(0)
+    x = torch.randn(10, 4, 5, 5) * 3 + 1
+    server = nn.Sequential(nn.Conv2d(4, 3, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    fisher = task_fisher(server, x, patch=2)
+    assert fisher.shape == (16, 16)
+    net = BottleneckNet(4, 16, patch=2)
+    net.init_task_aware(x, torch.eye(16), 0.01)  # fine step, full rank: reconstruction is near exact
+    net.eval()
+    net.fit_support([x])
+    codec = LearnedBottleneckCodec(net)
+    wire = codec.device_module()(x[:1])
+    assert tuple(wire.shape) == (1, 16, 3, 3)
+    back = codec.server_module()(wire)
+    assert back.shape == x[:1].shape and (back - x[:1]).abs().max() < 0.02
+    again = codec_from_spec(codec.spec())
+    assert again.net.patch == 2 and again.net.size == (5, 5)

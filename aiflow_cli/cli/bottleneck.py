@@ -15,7 +15,7 @@ __all__ = ["bottleneck_cmd", "exits_cmd"]
 
 
 def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[Path], auto: bool, max_drop: float,
-                   exits: list[str], finetune_server: bool, epochs: int, device: Optional[Path],
+                   exits: list[str], finetune_server: bool, epochs: int, patch: int, device: Optional[Path],
                    server: Optional[Path], link: list[Path], bandwidth: Optional[str], rtt: Optional[str],
                    profile: Optional[Path], export: Optional[Path], force: bool, plot: Optional[Path],
                    out: Optional[Path], as_json: bool) -> None:
@@ -24,6 +24,8 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[Path],
 
     if epochs < 0:
         raise InputError(f"--epochs must be 0 or more, got {epochs}", "for example --epochs 4")
+    if patch not in (1, 2, 3, 4):
+        raise InputError(f"--patch must be 1, 2, 3 or 4, got {patch}", "for example --patch 2")
     if auto and (device is None or not (link or bandwidth)):
         raise InputError("--auto needs --device, --server and a link to predict latency",
                          "add --device D --server S --bandwidth 1MB/s --rtt 20ms (or --link FILE)")
@@ -32,7 +34,7 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[Path],
             check_writable(path)
     with progress_bar(not as_json) as progress:
         outcome = bottleneck_split(model, cuts, beta, data, max_drop=max_drop, exits=exits,
-                                   finetune_server=finetune_server, epochs=epochs, device=device, server=server,
+                                   finetune_server=finetune_server, epochs=epochs, patch=patch, device=device, server=server,
                                    link=link, bandwidth=bandwidth, rtt=rtt, host_profile=profile,
                                    export_dir=export, force=force, progress=progress)
     report = outcome.report

@@ -55,6 +55,9 @@ def split_cmd(
     finetune_server: Annotated[bool, typer.Option(
         "--finetune-server", help="With --bottleneck: also tune the server half (default: frozen).")] = False,
     epochs: Annotated[int, typer.Option("--epochs", help="With --bottleneck: training epochs per beta.")] = 4,
+    patch: Annotated[int, typer.Option(
+        "--patch", help="With --bottleneck: transform p x p blocks of the activation (2 uses neighbouring "
+                        "positions' correlation; 1 codes each position on its own).")] = 1,
     out: OutFileOpt = None,
     as_json: JsonOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -88,7 +91,7 @@ def split_cmd(
         from aiflow_cli.cli.bottleneck import bottleneck_cmd
 
         return bottleneck_cmd(model, cuts=cut or [], beta=beta, data=data, auto=auto, max_drop=max_drop,
-                              exits=exit_cut or [], finetune_server=finetune_server, epochs=epochs, device=device,
+                              exits=exit_cut or [], finetune_server=finetune_server, epochs=epochs, patch=patch, device=device,
                               server=server, link=link or [], bandwidth=bandwidth, rtt=rtt, profile=profile,
                               export=export, force=force, plot=plot, out=out, as_json=as_json)
     if exit_cut:

@@ -2,9 +2,9 @@
 
 ::
 
-    device:  x (N, Cx, H, W) --analysis: 1x1 conv, gain--> z (N, C, H, W) --round, clamp--> q (int32)
+    device:  x (N, Cx, H, W) --p x p blocks, analysis: 1x1 conv, gain--> z (N, C, H/p, W/p) --round--> q (int32)
     link:    q --range coder with the learned per-channel tables--> bytes          (~ -log2 p(q) bits)
-    server:  q --synthesis: 1/gain, 1x1 conv--> x_hat (N, Cx, H, W) --> rest of the model
+    server:  q --synthesis: 1/gain, 1x1 conv, blocks back--> x_hat (N, Cx, H, W) --> rest of the model
 
 Why linear transforms: the training split holds a few hundred images, too few for a deep
 nonlinear transform to generalise; what the task needs is mostly *which directions* of the
@@ -32,7 +32,7 @@ from torch import nn
 from aiflow_cli.codecs.base import ActivationCodec, CodecSpec, EncodedTensor
 from aiflow_cli.codecs.entropy import HEADER_BYTES, EntropyTables, FactorizedDensity
 
-__all__ = ["BottleneckNet", "LearnedBottleneckCodec", "step_for_beta"]
+__all__ = ["BottleneckNet", "LearnedBottleneckCodec", "step_for_beta", "space_to_depth"]
 
 
 def step_for_beta(beta: float) -> float:
@@ -44,23 +44,48 @@ def step_for_beta(beta: float) -> float:
     return math.sqrt(12 * beta / math.log(2))
 
 
+def space_to_depth(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C*p*p, ceil(H/p), ceil(W/p)), zero-padding the bottom and right edges."""
+    if patch == 1:
+        return x
+    h, w = x.shape[-2:]
+    x = nn.functional.pad(x, (0, (-w) % patch, 0, (-h) % patch))
+    return nn.functional.pixel_unshuffle(x, patch)
+
+
 class BottleneckNet(nn.Module):
-    def __init__(self, in_channels: int, channels: int) -> None:
+    """Analysis / synthesis transforms over ``patch`` x ``patch`` blocks of the activation.
+
+    With ``patch`` 2 the transform sees each 2x2 neighbourhood at once, so it can spend bits on
+    what neighbouring positions do *not* share (the factorised density codes every latent on its
+    own and cannot exploit that correlation by itself).
+    """
+
+    def __init__(self, in_channels: int, channels: int, patch: int = 1, size: tuple[int, int] = (0, 0)) -> None:
         super().__init__()
-        self.in_channels, self.channels = in_channels, channels
-        self.analysis = nn.Conv2d(in_channels, channels, 1)
-        self.synthesis = nn.Conv2d(channels, in_channels, 1)
+        self.in_channels, self.channels, self.patch, self.size = in_channels, channels, patch, tuple(size)
+        block = in_channels * patch * patch
+        self.analysis = nn.Conv2d(block, channels, 1)
+        self.synthesis = nn.Conv2d(channels, block, 1)
         self.log_gain = nn.Parameter(torch.zeros(channels))
         self.density = FactorizedDensity(channels)
+        self.register_buffer("mean", torch.zeros(1, in_channels, 1, 1))
         self.register_buffer("lo", torch.full((channels,), -64.0))
         self.register_buffer("hi", torch.full((channels,), 64.0))
 
+    def blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """Centred activation as (N, Cx*p*p, H/p, W/p) blocks (what the transforms act on)."""
+        return space_to_depth(x - self.mean, self.patch)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous latent z, one unit = one quantisation step."""
-        return self.analysis(x) * self.log_gain.exp().view(1, -1, 1, 1)
+        return self.analysis(self.blocks(x)) * self.log_gain.exp().view(1, -1, 1, 1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.synthesis(z * (-self.log_gain).exp().view(1, -1, 1, 1))
+        y = self.synthesis(z * (-self.log_gain).exp().view(1, -1, 1, 1))
+        if self.patch > 1:
+            y = nn.functional.pixel_shuffle(y, self.patch)[:, :, : self.size[0], : self.size[1]]
+        return y + self.mean
 
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
         """Inference: round and clamp to the coded support (what the device sends)."""
@@ -75,29 +100,31 @@ class BottleneckNet(nn.Module):
 
     @torch.no_grad()
     def init_task_aware(self, x: torch.Tensor, fisher: torch.Tensor, step: float) -> None:
-        """Analysis = KLT of the activation after whitening by the task's Fisher information.
+        """Analysis = KLT of the activation blocks after whitening by the task's Fisher information.
 
-        ``fisher`` (Cx, Cx): expected outer product of d log p(y|x)/dx per pixel, summed over the
-        pixels of one input. With M^T M = fisher, KL ~ |M e|^2 / 2 for a small error e, so in
-        y = M x all directions are equally important; the KLT of y then sorts them by variance
-        and the ``channels`` strongest are kept. ``step`` sets the quantiser step in y.
+        ``fisher`` (D, D), D = Cx*p*p: expected outer product of d log p(y|x)/dx per block (see
+        ``space_to_depth``), summed over the blocks of one input. With M^T M = fisher,
+        KL ~ |M e|^2 / 2 for a small error e, so in y = M x all directions are equally important;
+        the KLT of y sorts them by variance and the ``channels`` strongest are kept. ``step`` sets
+        the quantiser step in y.
         """
-        c = self.in_channels
-        mean = x.mean((0, 2, 3)).double()
-        pixels = (x.permute(0, 2, 3, 1).reshape(-1, c).double() - mean)
+        self.size = tuple(x.shape[-2:])
+        self.mean.copy_(x.mean((0, 2, 3), keepdim=True))
+        d = self.analysis.in_channels
+        pixels = self.blocks(x).permute(0, 2, 3, 1).reshape(-1, d).double()
         pixels = pixels[torch.randperm(len(pixels), generator=torch.Generator().manual_seed(0))[:50000]]
         lam, u = torch.linalg.eigh(fisher.double())
         lam = lam.clamp_min(float(lam.max()) * 1e-6)
         whiten = (u * lam.sqrt()).T  # y = whiten @ x
         y = pixels @ whiten.T
         var, v = torch.linalg.eigh(y.T @ y / len(y))
-        keep = v[:, torch.argsort(var, descending=True)[: self.channels]]  # (Cx, C)
-        analysis = keep.T @ whiten / step  # (C, Cx)
-        synthesis = torch.linalg.pinv(whiten) @ keep * step  # (Cx, C)
+        keep = v[:, torch.argsort(var, descending=True)[: self.channels]]  # (D, C)
+        analysis = keep.T @ whiten / step  # (C, D)
+        synthesis = torch.linalg.pinv(whiten) @ keep * step  # (D, C)
         self.analysis.weight.copy_(analysis.float()[:, :, None, None])
-        self.analysis.bias.copy_(-(analysis @ mean).float())
+        self.analysis.bias.zero_()
         self.synthesis.weight.copy_(synthesis.float()[:, :, None, None])
-        self.synthesis.bias.copy_(mean.float())
+        self.synthesis.bias.zero_()
         self.log_gain.zero_()
 
     @torch.no_grad()
@@ -162,7 +189,8 @@ class LearnedBottleneckCodec(ActivationCodec):
         if not path.is_file() or sha256_file(path) != params["weights_sha256"]:
             raise ConfigError(f"{path}: missing or not the file the manifest names (sha256 differs)",
                               "re-export the pair with aiflow split --bottleneck --export DIR --force")
-        net = BottleneckNet(params["in_channels"], params["channels"])
+        net = BottleneckNet(params["in_channels"], params["channels"], params.get("patch", 1),
+                            tuple(params.get("size", (0, 0))))
         net.load_state_dict(load_file(str(path)))
         return net.eval()
 
@@ -187,6 +215,7 @@ class LearnedBottleneckCodec(ActivationCodec):
     def spec(self) -> CodecSpec:
         return CodecSpec(self.name, {
             "wire_dtype": "int32", "in_channels": self.net.in_channels, "channels": self.net.channels,
+            "patch": self.net.patch, "size": list(self.net.size),
             "coder": "constriction range coder (queue), categorical per channel",
             "header_bytes": HEADER_BYTES, **self.tables.to_params(),
             **({"weights_file": self.weights_file, "weights_sha256": self.weights_sha256} if self.weights_sha256 else {}),
@@ -195,7 +224,8 @@ class LearnedBottleneckCodec(ActivationCodec):
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "LearnedBottleneckCodec":
         """Rebuild the coder side (tables) from a manifest; the networks live in the ONNX files."""
-        net = BottleneckNet(params["in_channels"], params["channels"])
+        net = BottleneckNet(params["in_channels"], params["channels"], params.get("patch", 1),
+                            tuple(params.get("size", (0, 0))))
         tables = EntropyTables.from_params(params)
         net.lo.copy_(torch.tensor(tables.lo, dtype=torch.float32))
         net.hi.copy_(torch.tensor(tables.hi, dtype=torch.float32))

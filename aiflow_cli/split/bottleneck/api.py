@@ -148,7 +148,7 @@ def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], d
             progress(f"features at {cut}", 0, 1)
         feats = feats_by_cut[cut] = cut_features(model, index, root)
         server = _server(model, index)
-        fisher = task_fisher(server, feats.train_x, settings.fisher_samples, seed=settings.seed)
+        fisher = task_fisher(server, feats.train_x, settings.fisher_samples, seed=settings.seed, patch=settings.patch)
         uniform = uniform_baselines(server, feats) if baselines else []
         if baselines:
             base += [BaselinePoint(**vars(b)) for b in activation_baselines(server, feats) + uniform]

@@ -23,7 +23,7 @@ class BottleneckOutcome:
 
 
 def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | None, max_drop: float = 1.0,
-                     exits: list[str] | None = None, finetune_server: bool = False, epochs: int = 4,
+                     exits: list[str] | None = None, finetune_server: bool = False, epochs: int = 4, patch: int = 1,
                      device: Path | None = None, server: Path | None = None, link: list[Path] | None = None,
                      bandwidth: str | None = None, rtt: str | None = None, host_profile: Path | None = None,
                      export_dir: Path | None = None, force: bool = False,
@@ -65,7 +65,7 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | None, m
 
         device_ms, _ = side_latencies(device, model, host, "device")
         server_ms, _ = side_latencies(server, model, host, "server")
-    settings = TrainSettings(epochs=epochs, finetune_server=finetune_server)
+    settings = TrainSettings(epochs=epochs, finetune_server=finetune_server, patch=patch)
     run = run_bottleneck(model, cuts, betas, data, settings=settings, max_drop=max_drop, exits=exits,
                          device_ms=device_ms, server_ms=server_ms, links=links, progress=progress)
     outcome = BottleneckOutcome(report=run.report)

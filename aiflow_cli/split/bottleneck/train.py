@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aiflow_cli.codecs.learned import BottleneckNet, LearnedBottleneckCodec, step_for_beta
+from aiflow_cli.codecs.learned import BottleneckNet, LearnedBottleneckCodec, space_to_depth, step_for_beta
 from aiflow_cli.split.bottleneck.features import CutFeatures
 
 __all__ = ["TrainSettings", "TrainedPoint", "train_bottleneck", "evaluate_codec_on_features", "task_fisher"]
@@ -35,7 +35,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class TrainSettings:
-    channels: int | None = None  # latent channels; None keeps as many as the cut has
+    channels: int | None = None  # latent channels; None keeps one per input dimension of a block
+    patch: int = 1  # the transforms see patch x patch blocks (1: every position on its own)
     epochs: int = 4
     batch_size: int = 32
     learning_rate: float = 1e-2  # gains and density
@@ -64,14 +65,16 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean")
 
 
-def task_fisher(server: nn.Module, x: torch.Tensor, samples: int = 4, batch: int = 50, seed: int = 0) -> torch.Tensor:
-    """(C, C): E over inputs of sum over pixels of g g^T, g = d log p(y~|x) / dx at one pixel.
+def task_fisher(server: nn.Module, x: torch.Tensor, samples: int = 4, batch: int = 50, seed: int = 0,
+                patch: int = 1) -> torch.Tensor:
+    """(D, D), D = C*patch^2: E over inputs of sum over blocks of g g^T, g = d log p(y~|x) / dx
+    over one patch x patch block (``space_to_depth``).
 
     y~ is drawn from the model's own prediction, so this is the Fisher information (the Hessian
     of the KL to the unsplit output), not the empirical Fisher of the labels.
     """
     gen = torch.Generator().manual_seed(seed)
-    c = x.shape[1]
+    c = x.shape[1] * patch * patch
     fisher = torch.zeros(c, c, dtype=torch.float64)
     for i in range(0, len(x), batch):
         xb = x[i:i + batch].clone().requires_grad_(True)
@@ -80,7 +83,7 @@ def task_fisher(server: nn.Module, x: torch.Tensor, samples: int = 4, batch: int
         for s in range(samples):
             y = torch.multinomial(probs, 1, generator=gen)
             (g,) = torch.autograd.grad(logp.gather(1, y).sum(), xb, retain_graph=s < samples - 1)
-            gp = g.permute(0, 2, 3, 1).reshape(-1, c).double()
+            gp = space_to_depth(g, patch).permute(0, 2, 3, 1).reshape(-1, c).double()
             fisher += gp.T @ gp
     return fisher / (len(x) * samples)
 
@@ -101,8 +104,9 @@ def train_bottleneck(server: nn.Module, feats: CutFeatures, beta: float, setting
         p.requires_grad_(False)
     x_train, n = feats.train_x, len(feats.train_x)
     if fisher is None:
-        fisher = task_fisher(server, x_train, settings.fisher_samples, seed=settings.seed)
-    net = BottleneckNet(x_train.shape[1], settings.channels or x_train.shape[1])
+        fisher = task_fisher(server, x_train, settings.fisher_samples, seed=settings.seed, patch=settings.patch)
+    block = x_train.shape[1] * settings.patch ** 2
+    net = BottleneckNet(x_train.shape[1], settings.channels or block, settings.patch)
     net.init_task_aware(x_train, fisher, step_for_beta(beta))
     steps_per_epoch = (n + settings.batch_size - 1) // settings.batch_size
     total = settings.density_warmup_steps + settings.epochs * steps_per_epoch
