@@ -17,7 +17,7 @@ from torch import nn
 
 from aiflow_cli.split.bottleneck.features import CutFeatures
 
-__all__ = ["ExitHead", "ExitResult", "train_exit", "CALIBRATION_FRACTION"]
+__all__ = ["ExitHead", "ExitResult", "train_exit", "ridge_map", "calibrate_threshold", "CALIBRATION_FRACTION"]
 
 CALIBRATION_FRACTION = 0.25  # of the training classes, held out from fitting to calibrate the threshold
 
@@ -58,16 +58,31 @@ class ExitResult:
 
 
 @torch.no_grad()
-def _ridge_fit(layer: nn.Linear, x: torch.Tensor, target: torch.Tensor, ridge: float) -> None:
-    """Least squares (ridge) from pooled activations to the classifier's input: a dense target of
-    ~1000 numbers per image generalises from a few hundred images where class labels cannot."""
+def ridge_map(x: torch.Tensor, target: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) minimising |x W^T + b - target|^2 + strength * mean(x^2) * n * |W|^2.
+
+    A dense regression target (the classifier's input, ~1000 numbers per input) generalises from
+    a few hundred inputs where class labels cannot.
+    """
     mean_x, mean_t = x.mean(0), target.mean(0)
     xc, tc = (x - mean_x).double(), (target - mean_t).double()
-    scale = xc.pow(2).mean()
-    w = torch.linalg.solve(xc.T @ xc + ridge * scale * len(x) * 1e-2 * torch.eye(x.shape[1], dtype=torch.float64),
-                           xc.T @ tc).T.float()
-    layer.weight.copy_(w)
-    layer.bias.copy_(mean_t - w @ mean_x)
+    reg = strength * float(xc.pow(2).mean()) * len(x)
+    w = torch.linalg.solve(xc.T @ xc + reg * torch.eye(x.shape[1], dtype=torch.float64), xc.T @ tc).T.float()
+    return w, mean_t - w @ mean_x
+
+
+def calibrate_threshold(confidence: torch.Tensor, disagrees: torch.Tensor, max_drop: float) -> tuple[float, float]:
+    """The lowest max-softmax threshold whose label-free drop bound stays within half of ``max_drop``.
+
+    An exit can only cost accuracy where it fires *and* disagrees with the full model, so that
+    share (in points) bounds the drop; half the budget, because calibration sets are small.
+    Returns (threshold, bound); threshold 1.0 (never fire) when nothing qualifies.
+    """
+    for t in torch.linspace(0.30, 0.99, 70).tolist():
+        bound = 100 * float(((confidence >= t) & disagrees).float().mean())
+        if bound <= max_drop / 2:
+            return t, bound
+    return 1.0, 0.0
 
 
 def _decide(logits: torch.Tensor, final: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,18 +102,13 @@ def train_exit(feats: CutFeatures, cut: str, classifier: nn.Linear, max_drop: fl
     chosen = classes[torch.randperm(len(classes), generator=torch.Generator().manual_seed(seed))]
     held = torch.isin(labels, chosen[: max(1, int(len(classes) * CALIBRATION_FRACTION))])
     head = ExitHead(x_all.shape[1], classifier)
-    _ridge_fit(head.proj, x_all[~held], feats.train_penultimate[~held], ridge)
+    w, b = ridge_map(x_all[~held], feats.train_penultimate[~held], ridge * 1e-2)
     with torch.no_grad():
+        head.proj.weight.copy_(w)
+        head.proj.bias.copy_(b)
         cal_logits, cal_final = head.pooled(x_all[held]), teacher[held]
-        threshold, cal_drop = 1.0, 0.0
-        for t in torch.linspace(0.30, 0.99, 70).tolist():
-            # Label-free and conservative: an exit can only cost accuracy where it fires and
-            # disagrees with the full model, so that share bounds the drop.
-            fired, pred = _decide(cal_logits, cal_final, t)
-            bound = 100 * float((fired & (pred != cal_final.argmax(-1))).float().mean())
-            if bound <= max_drop / 2:  # half the budget: the held-out set is small
-                threshold, cal_drop = t, bound
-                break
+        threshold, cal_drop = calibrate_threshold(cal_logits.softmax(-1).amax(-1),
+                                                  cal_logits.argmax(-1) != cal_final.argmax(-1), max_drop)
         ev_logits = head.pooled(feats.eval_pooled[cut])
         fired, pred = _decide(ev_logits, feats.eval_logits, threshold)
         reference = float((feats.eval_logits.argmax(-1) == feats.eval_labels).float().mean())

@@ -18,6 +18,7 @@ import torch
 from aiflow_cli.errors import InputError
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.schemas.bottleneck import ExitPoint
+from aiflow_cli.split.bottleneck.exits import calibrate_threshold, ridge_map
 
 __all__ = ["lm_exit_points", "LmTokens"]
 
@@ -67,14 +68,6 @@ def collect(model: SegmentedModel, exits: list[str], split: str, tokens: int, co
     return LmTokens({e: torch.cat(v) for e, v in hidden.items()}, torch.cat(final), torch.cat(tops), torch.cat(targets))
 
 
-def _ridge(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
-    mx, my = x.mean(0), y.mean(0)
-    xc, yc = (x - mx).double(), (y - my).double()
-    reg = ridge * float(xc.pow(2).mean()) * len(x)
-    w = torch.linalg.solve(xc.T @ xc + reg * torch.eye(x.shape[1], dtype=torch.float64), xc.T @ yc).T.float()
-    return w, my - w @ mx
-
-
 @torch.no_grad()
 def _head_confidence(model: SegmentedModel, h: torch.Tensor, batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     head = model.segments[-1].module
@@ -111,15 +104,9 @@ def lm_exit_points(model: SegmentedModel, exits: list[str], max_drop: float, tra
     ref = float((test.logits_top == test.targets).float().mean())
     points = []
     for e in exits:
-        w, b = _ridge(train.hidden[e][~held], train.final[~held])
+        w, b = ridge_map(train.hidden[e][~held], train.final[~held], 1e-2)
         conf, top = _head_confidence(model, train.hidden[e][held] @ w.T + b)
-        threshold, bound = 1.0, 0.0
-        for t in torch.linspace(0.30, 0.99, 70).tolist():
-            fired = conf >= t
-            share = 100 * float((fired & (top != train.logits_top[held])).float().mean())
-            if share <= max_drop / 2:
-                threshold, bound = t, share
-                break
+        threshold, bound = calibrate_threshold(conf, top != train.logits_top[held], max_drop)
         conf, top = _head_confidence(model, test.hidden[e] @ w.T + b)
         fired = conf >= threshold
         pred = torch.where(fired, top, test.logits_top)
