@@ -145,3 +145,30 @@ def test_an_empty_data_folder_is_refused(runner, tmp_path, labels):
                                  "--out", str(out), "--export", str(export)])
     assert result.exit_code == 2 and str(data) in result.stderr, result.output
     assert not out.exists() and not export.exists()
+
+
+def test_auto_choice_weighs_exits_and_keeps_device_only_as_a_candidate():
+    from aiflow_cli.schemas.bottleneck import ExitPoint, RatePoint
+    from aiflow_cli.split.bottleneck.api import _choose
+    from aiflow_cli.split.cost import Link
+
+    class Cuts:
+        cuts = ["a", "b", "c"]
+
+        def cut_index(self, cut: str) -> int:
+            return self.cuts.index(cut)
+
+    def point(cut: str, metric: float, ms: float) -> RatePoint:
+        return RatePoint(cut=cut, beta=1e-4, bytes_per_input=1000, estimated_bytes_per_input=990, metric=metric,
+                         agreement=0.9, kl=0.05, train_seconds=1, encode_ms=0, decode_ms=0, latency_ms={"l": ms})
+
+    points = [point("b", 0.815, 40.0), point("c", 0.70, 10.0)]  # c is fast but loses 12 points
+    exit_a = ExitPoint(cut="a", threshold=0.5, calibration_drop=0, exit_rate=0.5, exit_accuracy=0.9, metric=0.815,
+                       drop=0.4, agreement=0.99, compute_saved=0.3)
+    link = Link("l", 1e6, 1e6, 20)
+    slow_device = [30.0, 30.0, 30.0, 30.0]  # 120 ms on the device alone
+    (choice,) = _choose(Cuts(), points, [exit_a], 0.82, 1.0, slow_device, [link])
+    assert (choice.cut, choice.exit) == ("b", "a")  # half the inputs stop after 30 ms: 0.5*30 + 0.5*40
+    assert choice.expected_latency_ms == pytest.approx(35.0) and choice.drop == pytest.approx(0.5 + 0.4)
+    (choice,) = _choose(Cuts(), points, [exit_a], 0.82, 1.0, [1.0] * 4, [link])
+    assert choice.cut == "device-only" and choice.beta is None and choice.drop == 0

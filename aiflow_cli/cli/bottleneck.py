@@ -130,6 +130,6 @@ def _render(report) -> None:  # noqa: ANN001
         for col in ("link", "cut", "beta", "exit", "bytes", "top-1", "drop", "expected ms"):
             ch.add_column(col)
         for c in report.chosen:
-            ch.add_row(c.link, c.cut, f"{c.beta:g}", c.exit or "-", f"{c.bytes_per_input:,.0f}", f"{c.metric:.3f}",
+            ch.add_row(c.link, c.cut, "-" if c.beta is None else f"{c.beta:g}", c.exit or "-", f"{c.bytes_per_input:,.0f}", f"{c.metric:.3f}",
                        f"{c.drop:+.1f}", f"{c.expected_latency_ms:.1f}")
         console.print(ch)

@@ -55,8 +55,8 @@ class ExitPoint(Strict):
 
 class JointChoice(Strict):
     link: str
-    cut: str
-    beta: float
+    cut: str = Field(description="a cut, or device-only when nothing split beats running on the device")
+    beta: Optional[float] = None
     exit: Optional[str] = None
     bytes_per_input: float
     metric: float

@@ -132,8 +132,7 @@ def _segment_macs(model: SegmentedModel) -> list[int]:
 def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], data: Path | None = None,
                    settings: TrainSettings | None = None, max_drop: float = 1.0, exits: list[str] | None = None,
                    device_ms: list[float] | None = None, server_ms: list[float] | None = None,
-                   links: list[Link] | None = None, input_upload_bytes: float | None = None,
-                   baselines: bool = True, progress: Progress | None = None) -> BottleneckRun:
+                   links: list[Link] | None = None, baselines: bool = True, progress: Progress | None = None) -> BottleneckRun:
     """Train and measure every (cut, beta); fit exits; with per-segment latencies and links, choose."""
     root = check_bottleneck_settings(model, cuts, betas, max_drop, data)
     settings = settings or TrainSettings()
@@ -213,7 +212,9 @@ def _choose(model: SegmentedModel, points: list[RatePoint], exits: list[ExitPoin
     """
     out = []
     for lk in links:
-        best: JointChoice | None = None
+        # Running everything on the device is always a candidate: no link, no accuracy cost.
+        best = JointChoice(link=lk.name, cut="device-only", beta=None, exit=None, bytes_per_input=0.0,
+                           metric=reference, drop=0.0, expected_latency_ms=sum(device_ms))
         for p in points:
             p_drop = 100 * (reference - p.metric)
             options: list[tuple[ExitPoint | None, float, float]] = [(None, p.latency_ms[lk.name], p_drop)]
@@ -223,10 +224,9 @@ def _choose(model: SegmentedModel, points: list[RatePoint], exits: list[ExitPoin
                     options.append((e, e.exit_rate * early + (1 - e.exit_rate) * p.latency_ms[lk.name],
                                     p_drop + max(0.0, e.drop)))
             for e, latency, drop in options:
-                if drop <= max_drop + 1e-9 and (best is None or latency < best.expected_latency_ms):
+                if drop <= max_drop + 1e-9 and latency < best.expected_latency_ms:
                     best = JointChoice(link=lk.name, cut=p.cut, beta=p.beta, exit=e.cut if e else None,
                                        bytes_per_input=p.bytes_per_input, metric=p.metric, drop=drop,
                                        expected_latency_ms=latency)
-        if best is not None:
-            out.append(best)
+        out.append(best)
     return out

@@ -73,8 +73,9 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | None, m
         from aiflow_cli.export.api import export_split
 
         report = run.report
-        if report.chosen:
-            pick = (report.chosen[0].cut, report.chosen[0].beta)
+        split_choices = [c for c in report.chosen if c.beta is not None]
+        if split_choices:
+            pick = (split_choices[0].cut, split_choices[0].beta)
         else:  # fewest bytes within --max-drop, else the most accurate point
             ok = [p for p in report.points if 100 * (report.reference_metric - p.metric) <= max_drop]
             best = min(ok, key=lambda p: p.bytes_per_input) if ok else max(report.points, key=lambda p: p.metric)
