@@ -29,7 +29,7 @@ from aiflow_cli.schemas.profile import (
     Totals,
 )
 
-__all__ = ["profile_model", "check_profile_settings", "Progress", "latency_of", "unique_params"]
+__all__ = ["profile_model", "check_profile_settings", "segment_macs", "Progress", "latency_of", "unique_params"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -145,6 +145,11 @@ def _round_sizes(repeats: int, max_rounds: int = 5) -> list[int]:
     """Split `repeats` timed runs into at most `max_rounds` near-equal rounds."""
     n = max(1, min(max_rounds, repeats // 3))
     return [repeats // n + (1 if i < repeats % n else 0) for i in range(n)]
+
+
+def segment_macs(model: SegmentedModel, x: Any) -> list[int]:
+    """MACs of each segment for input ``x`` (one counted pass through the chain)."""
+    return _static_counts(model.segments, x, lambda: None)[1]
 
 
 def _static_counts(segments: list[Segment], x: Any, reset: Callable[[], None]) -> tuple[list[Any], list[int], list[int]]:

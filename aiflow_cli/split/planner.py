@@ -20,7 +20,7 @@ from aiflow_cli.schemas.profile import ProfileReport, load_profile
 from aiflow_cli.split.codec_eval import CutCodec, evaluate_codec
 from aiflow_cli.split.cost import CostInputs, Link, candidates, plan_table
 
-__all__ = ["SplitResult", "check_profile_matches", "side_latencies", "plan_split"]
+__all__ = ["SplitResult", "HostProfile", "check_profile_matches", "side_latencies", "plan_split"]
 
 
 @dataclass
@@ -54,24 +54,31 @@ def side_latencies(path: Path, model: SegmentedModel, host: Callable[[], Profile
     return [s.latency_ms for s in proj.segments], NodeInfo(name=hw.name, kind=kind, source="projected", file=str(path))
 
 
+class HostProfile:
+    """This machine's profile of the model, needed only to project hardware YAML: loaded from
+    ``path`` (checked to be of this model) or measured, once, on first call."""
+
+    def __init__(self, model: SegmentedModel, path: Path | None, measure: Callable[[], ProfileReport] | None) -> None:
+        self.model, self.path, self.measure = model, path, measure
+        self.report: ProfileReport | None = None
+
+    def __call__(self) -> ProfileReport:
+        if self.report is None:
+            if self.path is not None:
+                self.report = load_profile(self.path)
+                check_profile_matches(self.report, self.model, self.path)
+            else:
+                assert self.measure is not None, "a host profile or a way to measure one is needed"
+                self.report = self.measure()
+        return self.report
+
+
 def plan_split(model: SegmentedModel, device: Path, server: Path, links: list[Link], codec: str = "fp32",
                host_profile: Path | None = None, measure: Callable[[], ProfileReport] | None = None) -> SplitResult:
-    cache: dict[str, ProfileReport] = {}
-
-    def host() -> ProfileReport:
-        if "host" not in cache:
-            if host_profile is not None:
-                report = load_profile(host_profile)
-                check_profile_matches(report, model, host_profile)
-            else:
-                assert measure is not None, "a host profile or a way to measure one is needed"
-                report = measure()
-            cache["host"] = report
-        return cache["host"]
-
+    host = HostProfile(model, host_profile, measure)
     dev_ms, dev_info = side_latencies(device, model, host, "device")
     srv_ms, srv_info = side_latencies(server, model, host, "server")
-    reference = cache.get("host") or (load_profile(device) if Path(device).suffix == ".json" else host())
+    reference = host.report or (load_profile(device) if Path(device).suffix == ".json" else host())
     codecs = evaluate_codec(model, codec)
     fp32_cut_bytes = reference.cut_bytes()
     costs = CostInputs(

@@ -119,16 +119,6 @@ def _codec_times(point: TrainedPoint, feats: CutFeatures, count: int = 20) -> tu
     return statistics.median(te) * 1e3, statistics.median(td) * 1e3
 
 
-def _segment_macs(model: SegmentedModel) -> list[int]:
-    from aiflow_cli.profiling.counters import count_forward
-
-    macs, h = [], model.make_input(1, None)
-    for seg in model.segments:
-        h, m, _ = count_forward(seg.module, h)
-        macs.append(m)
-    return macs
-
-
 def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], data: Path | None = None,
                    settings: TrainSettings | None = None, max_drop: float = 1.0, exits: list[str] | None = None,
                    device_ms: list[float] | None = None, server_ms: list[float] | None = None,
@@ -182,7 +172,9 @@ def exit_points(model: SegmentedModel, feats: CutFeatures, exits: list[str], max
     """Fit and calibrate a head per exit cut; report it with the share of MACs it saves."""
     if not exits:
         return [], {}
-    macs = _segment_macs(model)
+    from aiflow_cli.profiling.measure import segment_macs
+
+    macs = segment_macs(model, model.make_input(1, None))
     classifier = classifier_of(model)
     points, results = [], {}
     for cut in exits:

@@ -51,18 +51,9 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | None, m
     device_ms = server_ms = None
     if device is not None:
         from aiflow_cli.profiling.measure import profile_model
-        from aiflow_cli.split.planner import side_latencies
+        from aiflow_cli.split.planner import HostProfile, side_latencies
 
-        cache: dict = {}
-
-        def host():  # noqa: ANN202
-            if "host" not in cache:
-                from aiflow_cli.schemas.profile import load_profile
-
-                cache["host"] = (load_profile(host_profile) if host_profile
-                                 else profile_model(model, repeats=10, warmup=2, progress=progress))
-            return cache["host"]
-
+        host = HostProfile(model, host_profile, lambda: profile_model(model, repeats=10, warmup=2, progress=progress))
         device_ms, _ = side_latencies(device, model, host, "device")
         server_ms, _ = side_latencies(server, model, host, "server")
     settings = TrainSettings(epochs=epochs, finetune_server=finetune_server, patch=patch)
