@@ -2,7 +2,8 @@
 
 Every error a user can cause by what they typed or the files they passed is an
 :class:`AiflowError`. The CLI maps it to one line on stderr (message plus hint) and
-exit code 2; anything else is a bug and keeps its traceback.
+exit code 2 (3 for a pair that does not reproduce its reference); anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ __all__ = [
     "ModelSourceError",
     "InputError",
     "OutputError",
+    "VerificationError",
 ]
 
 
@@ -27,7 +29,9 @@ class AiflowError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+        """Message and hint on one line: control characters that came from a file are escaped."""
+        text = f"{self.message} ({self.hint})" if self.hint else self.message
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
     def __str__(self) -> str:
         return self.one_line()
@@ -47,3 +51,9 @@ class InputError(AiflowError):
 
 class OutputError(AiflowError):
     """An output path cannot be written."""
+
+
+class VerificationError(AiflowError):
+    """An exported pair does not reproduce its reference: not a usage error, so its own exit code."""
+
+    exit_code = 3

@@ -95,22 +95,26 @@ def test_a_larger_beta_starts_from_a_coarser_step():
 
 
 def test_training_lowers_the_rate_and_keeps_the_task():
-    from aiflow_cli.split.bottleneck.features import CutFeatures
+    from aiflow_cli.split.bottleneck.features import CutFeatures, SplitFeatures
     from aiflow_cli.split.bottleneck.train import TrainSettings, train_bottleneck
 
     torch.manual_seed(0)
     server = nn.Sequential(nn.Conv2d(8, 5, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
-    train_x, eval_x = torch.randn(64, 8, 4, 4), torch.randn(16, 8, 4, 4)
-    with torch.no_grad():
-        train_logits, eval_logits = server(train_x), server(eval_x)
-    feats = CutFeatures("c", train_x, train_logits, train_logits.argmax(-1), eval_x, eval_logits,
-                        eval_logits.argmax(-1), {}, {})
+
+    def part(n: int) -> SplitFeatures:
+        x = torch.randn(n, 8, 4, 4)
+        with torch.no_grad():
+            logits = server(x)
+        return SplitFeatures(x=x, logits=logits, labels=logits.argmax(-1), pooled={}, penultimate=logits)
+
+    feats = CutFeatures("c", train=part(64), validation=part(16), test=part(16), roots=[])
     settings = TrainSettings(epochs=3, batch_size=16, density_warmup_steps=100)
     low = train_bottleneck(server, feats, beta=1e-4, settings=settings)
     high = train_bottleneck(server, feats, beta=1e-1, settings=settings)
-    assert high.estimated_bytes_per_input < low.estimated_bytes_per_input
-    assert low.bytes_per_input - HEADER_BYTES <= low.estimated_bytes_per_input * 1.03 + 4
-    assert low.agreement >= 0.75 and low.kl < high.kl
+    assert high.test.estimated_bytes_per_input < low.test.estimated_bytes_per_input
+    assert low.test.bytes_per_input - HEADER_BYTES <= low.test.estimated_bytes_per_input * 1.03 + 4
+    assert low.test.scores.agreement.value >= 0.75 and low.test.scores.kl < high.test.scores.kl
+    assert low.test.scores.agreement.n == 16 and low.validation.scores.agreement.n == 16
 
 
 def test_uniform_bytes_at_equal_agreement_interpolates_on_the_upper_envelope():

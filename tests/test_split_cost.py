@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from aiflow_cli.split.cost import CostInputs, Link, candidates, plan_table
+from aiflow_cli.split.cost import CostInputs, Link, SideCost, candidates, plan_table
 from aiflow_cli.split.links import parse_ms, parse_rate
 
 
 def _inputs() -> CostInputs:
     # 3 segments, 2 cuts. The device is slow, the server fast; cut 'b' sends little.
-    return CostInputs(cuts=["a", "b"], device_ms=[10, 10, 10], server_ms=[1, 1, 1], cut_bytes=[100_000, 1_000],
+    return CostInputs(cuts=["a", "b"], device=SideCost([10, 10, 10]), server=SideCost([1, 1, 1]), cut_bytes=[100_000, 1_000],
                       encode_ms=[0, 0], decode_ms=[0, 0], input_upload_bytes=50_000, result_bytes=0)
 
 
@@ -50,3 +50,13 @@ def test_rates_parse_bytes_and_bits(text, expected):
 
 def test_rtt_parses_ms_and_seconds():
     assert parse_ms("20ms") == 20 and parse_ms("0.02s") == 20
+
+
+def test_each_side_pays_its_call_overhead_once_whatever_it_runs():
+    inputs = CostInputs(cuts=["a", "b"], device=SideCost([10, 10, 10], call_ms=2), server=SideCost([1, 1, 1], call_ms=0.5),
+                        cut_bytes=[0, 0], encode_ms=[0, 0], decode_ms=[0, 0], input_upload_bytes=0, result_bytes=0)
+    cands = {c.cut: c for c in candidates(inputs, Link("l", 1e6, 1e6, 0))}
+    assert cands["device-only"].device_ms == 32 and cands["device-only"].server_ms == 0
+    assert (cands["a"].device_ms, cands["a"].server_ms) == (12, 2.5)
+    assert (cands["b"].device_ms, cands["b"].server_ms) == (22, 1.5)
+    assert cands["server-only"].server_ms == 3.5 and cands["server-only"].device_ms == 0

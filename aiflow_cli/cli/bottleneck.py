@@ -14,8 +14,9 @@ from aiflow_cli.errors import InputError
 __all__ = ["bottleneck_cmd", "exits_cmd"]
 
 
-def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[Path], auto: bool, max_drop: float,
-                   exits: list[str], finetune_server: bool, epochs: int, patch: int, device: Optional[Path],
+def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[list[Path]], auto: bool, max_drop: float,
+                   exits: list[str], finetune_server: bool, epochs: int, patch: int, jpeg_quality: str,
+                   device: Optional[Path],
                    server: Optional[Path], link: list[Path], bandwidth: Optional[str], rtt: Optional[str],
                    profile: Optional[Path], export: Optional[Path], force: bool, plot: Optional[Path],
                    out: Optional[Path], as_json: bool) -> None:
@@ -34,7 +35,8 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[Path],
             check_writable(path)
     with progress_bar(not as_json) as progress:
         outcome = bottleneck_split(model, cuts, beta, data, max_drop=max_drop, exits=exits,
-                                   finetune_server=finetune_server, epochs=epochs, patch=patch, device=device, server=server,
+                                   finetune_server=finetune_server, epochs=epochs, patch=patch,
+                                   jpeg_qualities=jpeg_quality, device=device, server=server,
                                    link=link, bandwidth=bandwidth, rtt=rtt, host_profile=profile,
                                    export_dir=export, force=force, progress=progress)
     report = outcome.report
@@ -50,14 +52,15 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[Path],
     _render(report)
     if outcome.manifest is not None:
         pair = outcome.manifest.pairs[0]
-        console.print(f"exported {pair.cut} (beta {outcome.exported_beta:g}) to {export}: training-graph agreement "
-                      f"{pair.verification.agreement:.3f}; check later with: aiflow split verify {export}")
+        console.print(f"exported {pair.cut} (beta {outcome.exported_beta:g}) to {export}: agreement with "
+                      f"{pair.verification.reference} {pair.verification.agreement:.3f}; check later with: "
+                      f"aiflow split verify {export}")
     for path in (out, plot):
         if path is not None:
             console.print(f"wrote {path}")
 
 
-def exits_cmd(model: str, exits: list[str], max_drop: float, data: Optional[Path], out: Optional[Path],
+def exits_cmd(model: str, exits: list[str], max_drop: float, data: Optional[list[Path]], out: Optional[Path],
               as_json: bool) -> None:
     from aiflow_cli.atomic import check_writable, write_text_atomic
     from aiflow_cli.split.bottleneck.run import exits_only
@@ -71,44 +74,57 @@ def exits_cmd(model: str, exits: list[str], max_drop: float, data: Optional[Path
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
-    what = "next-token top-1" if "wikitext" in report.data else "top-1"
-    console.print(f"[bold]{report.model}[/]  full model {what} {report.reference_metric:.3f} on "
-                  f"{report.eval_inputs} evaluation inputs")
+    what = "next-token top-1" if "wikitext" in " ".join(report.data.roots) else "top-1"
+    console.print(f"[bold]{report.model}[/]  full model {what} {fmt_share(report.reference_test)} on "
+                  f"{report.data.test_inputs} test inputs; {report.data.rule}", highlight=False)
     _render_exits(report)
     if out is not None:
         console.print(f"wrote {out}")
 
 
+def fmt_share(s) -> str:  # noqa: ANN001 - Share
+    return f"{s.value:.3f} [{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]"
+
+
+def fmt_drop(d) -> str:  # noqa: ANN001 - Drop
+    return f"{d.points:+.1f} [{d.ci95[0]:+.1f}, {d.ci95[1]:+.1f}]"
+
+
 def _render_exits(report) -> None:  # noqa: ANN001
-    ex = Table(title=f"early exits (threshold calibrated for <= {report.max_drop:g} point drop)", title_style="bold")
-    for col in ("exit at", "threshold", "exit rate", "exit top-1", "top-1", "drop", "compute saved"):
+    ex = Table(title=f"early exits (threshold chosen on validation for <= {report.max_drop:g} point drop; test, 95% CI)",
+               title_style="bold")
+    for col in ("exit at", "threshold", "exit rate", "top-1 with exit", "drop (points)", "compute saved"):
         ex.add_column(col, justify="right")
     for e in report.exits:
-        ex.add_row(e.cut, f"{e.threshold:.2f}", f"{e.exit_rate:.1%}", f"{e.exit_accuracy:.3f}", f"{e.metric:.3f}",
-                   f"{e.drop:+.1f}", f"{e.compute_saved:.1%}")
+        ex.add_row(e.cut, f"{e.threshold:.2f}", f"{e.exit_rate.value:.1%}", fmt_share(e.test.top1), fmt_drop(e.test.drop),
+                   f"{e.compute_saved:.1%}")
     console.print(ex)
 
 
 def _render(report) -> None:  # noqa: ANN001
-    ref = report.reference_metric
-    console.print(f"[bold]{report.model}[/]  unsplit top-1 {ref:.3f} on {report.eval_inputs} evaluation images "
-                  f"(trained on {report.train_inputs} training-split inputs)")
+    d = report.data
+    console.print(f"[bold]{report.model}[/]  unsplit top-1 {fmt_share(report.reference_test)} on {d.test_inputs} test "
+                  f"images; choices on {d.validation_inputs} validation images; trained on {d.train_inputs} inputs "
+                  f"({d.rule})", highlight=False)
     jpeg90 = next((b.bytes_per_input for b in report.baselines if b.name == "jpeg-q90"), None)
-    table = Table(title="learned bottleneck: rate vs accuracy (evaluation split)", title_style="bold",
-                  caption="coded/est: range-coded bytes (header excluded) / -log2 p; uniform: bytes the "
-                          "uniform baseline needs for the same agreement")
-    cols = ["cut", "beta", "bytes", "coded/est", "top-1", "drop", "agree", "uniform", "JPEG q90/", "train s"]
-    for col in cols:
+    table = Table(title="learned bottleneck: rate vs accuracy (test, 95% CI)", title_style="bold",
+                  caption="val drop: the drop on validation, where the operating point is chosen; uniform: bytes the "
+                          "uniform baseline needs for the same test agreement")
+    for col in ("cut", "beta", "bytes", "top-1", "drop (points)", "val drop", "agree", "uniform", "JPEG q90/"):
         table.add_column(col, justify="left" if col == "cut" else "right")
     for p in report.points:
         uni = p.uniform_bytes_at_equal_agreement
-        table.add_row(p.cut, f"{p.beta:g}", f"{p.bytes_per_input:,.0f}",
-                      f"{(p.bytes_per_input - 8) / max(p.estimated_bytes_per_input, 1e-9):.3f}", f"{p.metric:.3f}",
-                      f"{100 * (ref - p.metric):+.1f}", f"{p.agreement:.3f}",
-                      "-" if uni is None else f"{uni:,.0f} ({p.bytes_per_input / uni:.2f}x)",
-                      "-" if jpeg90 is None else f"{jpeg90 / p.bytes_per_input:.1f}x",
-                      f"{p.train_seconds:.0f}")
+        table.add_row(p.cut, f"{p.beta:g}", f"{p.bytes_per_input:,.0f}", fmt_share(p.test.top1), fmt_drop(p.test.drop),
+                      f"{p.validation.drop.points:+.1f}", f"{p.test.agreement.value:.3f}",
+                      "-" if uni is None else f"{p.bytes_per_input / uni:.2f}x",
+                      "-" if jpeg90 is None else f"{jpeg90 / p.bytes_per_input:.1f}x")
     console.print(table)
+    op = report.operating_point
+    if op is not None:
+        verdict = "supports" if op.test_supports_max_drop else "does not support"
+        console.print(f"operating point (chosen on validation): {op.cut}, beta {op.beta:g}: "
+                      f"{op.test_bytes_per_input:,.0f} B, test drop {fmt_drop(op.test_drop)} points; the test interval "
+                      f"{verdict} 'within {report.max_drop:g} point'", highlight=False)
     if report.links:
         lat = Table(title="predicted latency per request (ms, no exit)", title_style="bold")
         for col in ("cut", "beta", *report.links):
@@ -117,19 +133,22 @@ def _render(report) -> None:  # noqa: ANN001
             lat.add_row(p.cut, f"{p.beta:g}", *[f"{p.latency_ms[name]:.1f}" for name in report.links])
         console.print(lat)
     if report.baselines:
-        base = Table(title="baselines (same evaluation split)", title_style="bold")
-        for col in ("name", "bytes", "top-1", "agreement"):
+        base = Table(title="baselines (same test images)", title_style="bold")
+        for col in ("name", "bytes", "top-1", "drop (points)", "agreement"):
             base.add_column(col, justify="left" if col == "name" else "right")
         for b in report.baselines:
-            base.add_row(b.name, f"{b.bytes_per_input:,.0f}", f"{b.metric:.3f}", f"{b.agreement:.3f}")
+            base.add_row(b.name, f"{b.bytes_per_input:,.0f}", fmt_share(b.test.top1), fmt_drop(b.test.drop),
+                         f"{b.test.agreement.value:.3f}")
         console.print(base)
     if report.exits:
         _render_exits(report)
     if report.chosen:
-        ch = Table(title=f"--auto: fastest plan per link within {report.max_drop:g} point(s)", title_style="bold")
-        for col in ("link", "cut", "beta", "exit", "bytes", "top-1", "drop", "expected ms"):
+        ch = Table(title=f"--auto: fastest plan per link within {report.max_drop:g} point(s) on validation",
+                   title_style="bold")
+        for col in ("link", "cut", "beta", "exit", "bytes", "val drop", "test drop", "expected ms"):
             ch.add_column(col)
         for c in report.chosen:
-            ch.add_row(c.link, c.cut, "-" if c.beta is None else f"{c.beta:g}", c.exit or "-", f"{c.bytes_per_input:,.0f}", f"{c.metric:.3f}",
-                       f"{c.drop:+.1f}", f"{c.expected_latency_ms:.1f}")
+            ch.add_row(c.link, c.cut, "-" if c.beta is None else f"{c.beta:g}", c.exit or "-",
+                       f"{c.bytes_per_input:,.0f}", f"{c.validation_drop:+.1f}",
+                       "-" if c.test_drop is None else fmt_drop(c.test_drop), f"{c.expected_latency_ms:.1f}")
         console.print(ch)

@@ -47,8 +47,12 @@ def cli_errors(func: F) -> F:
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar on stderr; yields ``update(label, done, total)``."""
-    if not enabled:
+    """A rich progress bar on stderr; yields ``update(label, done, total)``.
+
+    Only on a terminal (a log or a pipe gets no bar), and started by the first update, so that an
+    error raised before any work leaves stderr with nothing but its own line.
+    """
+    if not (enabled and err_console.is_terminal):
         yield lambda _label, _done, _total: None
         return
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -56,12 +60,17 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
     tasks: dict[str, Any] = {}
 
     def update(label: str, done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
         if label not in tasks:
             tasks[label] = bar.add_task(label, total=total)
         bar.update(tasks[label], completed=done, total=total)
 
-    with bar:
+    try:
         yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 def fmt_bytes(n: float) -> str:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from aiflow_cli.cli.common import cli_errors, console, fmt_bytes, fmt_count, progress_bar
-from aiflow_cli.cli.options import JsonOpt
+from aiflow_cli.cli.options import JsonOpt, TrustSourceOpt
 
 __all__ = ["compress_cmd"]
 
@@ -24,6 +24,7 @@ def compress_cmd(
         "--data", help="Training/calibration data: an ImageNet-style folder or a text file (default: ../shared/data).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out directory.")] = False,
     as_json: JsonOpt = False,
+    trust_source: TrustSourceOpt = False,
 ) -> None:
     """Compress MODEL with a recipe: prune, distil, quantise; report size, speed and quality before/after.
 
@@ -34,7 +35,7 @@ def compress_cmd(
     from aiflow_cli.compress.pipeline import run_compress
 
     with progress_bar() as progress:
-        report = run_compress(model, recipe, out, data=data, force=force, progress=progress)
+        report = run_compress(model, recipe, out, data=data, force=force, progress=progress, trust_source=trust_source)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
@@ -52,6 +53,8 @@ def compress_cmd(
         if key in ("agreement_with_original", "next_token_agreement", "min_cosine"):
             table.add_row(key.replace("_", " "), "", f"{value:.4f}", "")
     console.print(table)
+    if b.weights:
+        console.print(f"before = {b.weights}", highlight=False)
     stages = Table(title="stages", title_style="bold")
     for col in ("#", "stage", "seconds", "figures"):
         stages.add_column(col)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from aiflow_cli.cli.common import cli_errors, console, fmt_bytes, fmt_count, progress_bar
+from aiflow_cli.cli.common import cli_errors, console, err_console, fmt_bytes, fmt_count, progress_bar
 from aiflow_cli.cli.options import JsonOpt, ModelArg, OutFileOpt, TrustRemoteCodeOpt
 
 __all__ = ["profile_cmd"]
@@ -52,6 +52,7 @@ def profile_cmd(
     text = report.model_dump_json(indent=2)
     if out is not None:
         write_text_atomic(out, text + "\n")
+    _warn(report)
     if plot is not None:
         from aiflow_cli.profiling.plot import plot_profile
 
@@ -66,13 +67,26 @@ def profile_cmd(
         console.print(f"wrote {plot}")
 
 
+def _warn(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily
+    """Say on stderr when the figures are not to be trusted (JSON on stdout stays clean)."""
+    from aiflow_cli.profiling.measure import STABILITY_ADVICE
+
+    if not report.stability.stable:
+        err_console.print(f"[bold yellow]warning:[/] timings are unstable ({'; '.join(report.stability.warnings)}); "
+                          f"{STABILITY_ADVICE}. aiflow split refuses this profile without --force.",
+                          highlight=False, soft_wrap=True)
+    if "random" in report.inputs:
+        err_console.print(f"[bold yellow]warning:[/] inputs: {report.inputs}", highlight=False, soft_wrap=True)
+
+
 def _render(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily
     lm = report.decode is not None
     proj = report.projection
     title = (f"{report.model.name} on {report.host.cpu} ({report.host.threads} threads, {report.settings.runtime}), "
              f"batch {report.settings.batch}" + (f", {report.settings.seq_len} tokens" if report.settings.seq_len else ""))
-    table = Table(title=title, title_style="bold", caption="c/m: compute- or memory-bound on the projected target"
-                  if proj else None)
+    notes = ["! p90 far above the median (unstable)"] if any(not s.latency_ms.stable for s in report.segments) else []
+    notes += ["c/m: compute- or memory-bound on the projected target"] if proj else []
+    table = Table(title=title, title_style="bold", caption="; ".join(notes) or None)
     table.add_column("segment")
     table.add_column("prefill ms\nmed/p90" if lm else "ms\nmed/p90", justify="right")
     if lm:
@@ -82,7 +96,8 @@ def _render(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily
     for name in ("MACs", "params", "weights", "peak\nact.", "cut\nbytes"):
         table.add_column(name, justify="right")
     for i, seg in enumerate(report.segments):
-        row = [seg.name, f"{seg.latency_ms.median:.2f}/{seg.latency_ms.p90:.2f}"]
+        mark = "" if seg.latency_ms.stable else " [yellow]![/]"
+        row = [seg.name, f"{seg.latency_ms.median:.2f}/{seg.latency_ms.p90:.2f}{mark}"]
         if lm:
             row.append(f"{seg.decode_latency_ms.median:.2f}/{seg.decode_latency_ms.p90:.2f}")
         if proj:
@@ -98,12 +113,14 @@ def _render(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily
     diff = (t.latency_ms_sum_of_segment_medians - whole) / whole * 100
     console.print(f"{'prefill ' if lm else ''}latency: whole model {whole:.3f} ms median "
                   f"(p90 {t.latency_ms_whole_model.p90:.3f}); sum of segment medians "
-                  f"{t.latency_ms_sum_of_segment_medians:.3f} ms ({diff:+.1f}%)")
+                  f"{t.latency_ms_sum_of_segment_medians:.3f} ms ({diff:+.1f}%); per-call overhead "
+                  f"{t.call_overhead_ms:.3f} ms; {'stable' if report.stability.stable else '[yellow]UNSTABLE[/]'}")
     if lm:
         d = t.decode_latency_ms_whole_model
         console.print(f"decode step (KV cache of {report.decode.decode_cache_tokens} tokens): whole model "
                       f"{d.median:.3f} ms median (p90 {d.p90:.3f}); sum of segment medians "
                       f"{sum(s.decode_latency_ms.median for s in report.segments):.3f} ms")
+    console.print(f"inputs: {report.inputs}", highlight=False)
     ib = report.input_bytes
     extra = f", JPEG q90 {fmt_bytes(ib.jpeg_q90)}" if ib.jpeg_q90 else (f", token ids {fmt_bytes(ib.tokens)}" if ib.tokens else "")
     console.print(f"input: raw {fmt_bytes(ib.raw)}{extra}")

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from aiflow_cli.cli.common import cli_errors, console, fmt_bytes, progress_bar
-from aiflow_cli.cli.options import JsonOpt, OutFileOpt, TrustRemoteCodeOpt
+from aiflow_cli.cli.options import JsonOpt, OutFileOpt, TrustRemoteCodeOpt, TrustSourceOpt
 from aiflow_cli.errors import InputError
 
 __all__ = ["split_cmd"]
@@ -34,17 +34,20 @@ def split_cmd(
     cut: Annotated[Optional[list[str]], typer.Option("--cut", help="Cut to export (repeatable); default: each link's best.")] = None,
     export: Annotated[Optional[Path], typer.Option(
         "--export", help="Write device.onnx/server.onnx per cut, manifest.json and a Triton repository here.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --export directory.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace a non-empty --export directory, and use profiles flagged unstable.")] = False,
     triton: Annotated[bool, typer.Option("--triton/--no-triton", help="Also write triton/ for the server halves.")] = True,
-    verify_count: Annotated[int, typer.Option("--verify-count", help="Real inputs to verify each pair on.")] = 50,
+    verify_count: Annotated[int, typer.Option("--verify-count", help="Real inputs to verify each pair on (1 or more).")] = 50,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: stacked device/transfer/server bars per link (with --bottleneck: rate-accuracy curves).")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows per link in the ranked table.")] = 8,
     bottleneck: Annotated[bool, typer.Option(
         "--bottleneck", help="Train a learned, entropy-coded bottleneck at --cut (image classifiers).")] = False,
     beta: Annotated[str, typer.Option(
         "--beta", help="With --bottleneck: rate weights to train, comma-separated (larger = fewer bytes).")] = "5e-5,1e-4,1.5e-4",
-    data: Annotated[Optional[Path], typer.Option(
-        "--data", help="With --bottleneck: image folder with labels.csv (default ../shared/data/imagenet-sample).")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option(
+        "--data", help="With --bottleneck / --exit: image folder with labels.csv and images/ (repeatable; default: "
+                       "imagenet-sample and imagenet-val under ../shared/data). Split by class: class_index % 5 == 0 "
+                       "test, == 1 validation, else train.")] = None,
     auto: Annotated[bool, typer.Option(
         "--auto", help="With --bottleneck: search every --cut x --beta (x --exit) for the fastest plan per link.")] = False,
     max_drop: Annotated[float, typer.Option(
@@ -52,6 +55,9 @@ def split_cmd(
     exit_cut: Annotated[Optional[list[str]], typer.Option(
         "--exit", help="Early-exit head at this cut (repeatable). Alone: measure exits (image classifiers on "
                        "--data, causal LMs on WikiText-2); with --bottleneck: plan and export them too.")] = None,
+    jpeg_quality: Annotated[str, typer.Option(
+        "--jpeg-quality", help="With --bottleneck: JPEG upload qualities to compare against, comma-separated "
+                               "(1-95).")] = "10,20,30,40,50,60,70,80,90,95",
     finetune_server: Annotated[bool, typer.Option(
         "--finetune-server", help="With --bottleneck: also tune the server half (default: frozen).")] = False,
     epochs: Annotated[int, typer.Option("--epochs", help="With --bottleneck: training epochs per beta.")] = 4,
@@ -61,6 +67,7 @@ def split_cmd(
     out: OutFileOpt = None,
     as_json: JsonOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
+    trust_source: TrustSourceOpt = False,
 ) -> None:
     """Choose where to cut MODEL for a device, a server and a link, and export the halves.
 
@@ -81,9 +88,11 @@ def split_cmd(
     if model == "verify":
         if target_dir is None:
             raise InputError("aiflow split verify needs a directory", "aiflow split verify DIR")
-        return _verify(target_dir, verify_count, trust_remote_code, as_json)
+        return _verify(target_dir, verify_count, trust_remote_code, trust_source, as_json)
     if target_dir is not None:
         raise InputError(f"unexpected argument '{target_dir}'", "only 'aiflow split verify DIR' takes a second argument")
+    if verify_count < 1:
+        raise InputError(f"--verify-count must be at least 1, got {verify_count}", "for example --verify-count 50")
     from aiflow_cli.split.api import run_split
     from aiflow_cli.split.links import resolve_links
 
@@ -91,7 +100,8 @@ def split_cmd(
         from aiflow_cli.cli.bottleneck import bottleneck_cmd
 
         return bottleneck_cmd(model, cuts=cut or [], beta=beta, data=data, auto=auto, max_drop=max_drop,
-                              exits=exit_cut or [], finetune_server=finetune_server, epochs=epochs, patch=patch, device=device,
+                              exits=exit_cut or [], finetune_server=finetune_server, epochs=epochs, patch=patch,
+                              jpeg_quality=jpeg_quality, device=device,
                               server=server, link=link or [], bandwidth=bandwidth, rtt=rtt, profile=profile,
                               export=export, force=force, plot=plot, out=out, as_json=as_json)
     if exit_cut:
@@ -109,7 +119,7 @@ def split_cmd(
     with progress_bar() as progress:
         outcome = run_split(model, device, server, links, codec=codec, host_profile=profile, cuts=cut,
                             export_dir=export, force=force, triton=triton, verify_count=verify_count,
-                            trust_remote_code=trust_remote_code, progress=progress)
+                            trust_remote_code=trust_remote_code, progress=progress, accept_unstable=force)
     plan = outcome.result.plan if outcome.result else None
     if plan is not None:
         text = plan.model_dump_json(indent=2)
@@ -172,28 +182,30 @@ def _render_plan(result, top: int) -> None:  # noqa: ANN001
     console.print(rows)
 
 
-def _render_manifest(manifest, export: Path | None) -> None:  # noqa: ANN001
-    table = Table(title=f"exported to {export}", title_style="bold")
-    for col in ("cut", "codec", "device.onnx", "server.onnx", "crossing", "verified on", "max diff", "agreement"):
+def _render_manifest(manifest, export: Path | None, title: str = "exported to") -> None:  # noqa: ANN001
+    table = Table(title=f"{title} {export}", title_style="bold")
+    for col in ("cut", "codec", "device.onnx", "server.onnx", "crossing", "verified on", "against", "max diff",
+                "agreement"):
         table.add_column(col)
     for p in manifest.pairs:
         v = p.verification
         crossing = ", ".join(f"{d.name} {d.dtype}{d.shape}" for d in p.crossing)
         agreement = v.agreement if v.agreement is not None else v.mean_cosine
         table.add_row(p.cut, p.codec.name, fmt_bytes(p.device.size_bytes), fmt_bytes(p.server.size_bytes), crossing,
-                      v.inputs, f"{v.max_abs_diff:.2e}", "-" if agreement is None else f"{agreement:.4f}")
+                      v.inputs, v.reference, f"{v.max_abs_diff:.2e}", "-" if agreement is None else f"{agreement:.4f}")
     console.print(table)
 
 
-def _verify(directory: Path, count: int, trust_remote_code: bool, as_json: bool) -> None:
+def _verify(directory: Path, count: int, trust_remote_code: bool, trust_source: bool, as_json: bool) -> None:
     from aiflow_cli.export.check import verify_export_dir
 
     with console.status(f"verifying {directory}"):
-        manifest = verify_export_dir(directory, count=count, trust_remote_code=trust_remote_code)
+        manifest = verify_export_dir(directory, count=count, trust_remote_code=trust_remote_code,
+                                     trust_source=trust_source)
     if as_json:
         typer.echo(manifest.model_dump_json(indent=2))
         return
-    _render_manifest(manifest, directory)
-    learned = sum(p.codec.name == "learned-bottleneck" for p in manifest.pairs)
-    against = "the unsplit model" if not learned else "the unsplit model (learned bottlenecks: their training graph)"
-    console.print(f"[green]ok[/]: {len(manifest.pairs)} pair(s) match their hashes and {against}")
+    _render_manifest(manifest, directory, "verified")
+    against = "; ".join(dict.fromkeys(p.verification.reference for p in manifest.pairs))
+    console.print(f"[green]ok[/]: {len(manifest.pairs)} pair(s) match the manifest's hashes and declarations, and "
+                  f"reproduce {against}", highlight=False)

@@ -31,6 +31,8 @@ from torch import nn
 
 from aiflow_cli.codecs.base import ActivationCodec, CodecSpec, EncodedTensor
 from aiflow_cli.codecs.entropy import HEADER_BYTES, EntropyTables, FactorizedDensity
+from aiflow_cli.errors import ConfigError
+from aiflow_cli.hashing import sha256_file
 
 __all__ = ["BottleneckNet", "LearnedBottleneckCodec", "step_for_beta", "space_to_depth"]
 
@@ -171,8 +173,6 @@ class LearnedBottleneckCodec(ActivationCodec):
         """Save the trained networks beside the pair, so ``split verify`` can rebuild the training graph."""
         from safetensors.torch import save_file
 
-        from aiflow_cli.export.pair import sha256_file
-
         path = Path(pair_dir) / self.weights_file
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(path))
         self.weights_sha256 = sha256_file(path)
@@ -181,9 +181,6 @@ class LearnedBottleneckCodec(ActivationCodec):
     def load_net(params: dict[str, Any], pair_dir: Path) -> BottleneckNet:
         """The training graph's networks from the export directory (refused if the hash differs)."""
         from safetensors.torch import load_file
-
-        from aiflow_cli.errors import ConfigError
-        from aiflow_cli.export.pair import sha256_file
 
         path = Path(pair_dir) / params["weights_file"]
         if not path.is_file() or sha256_file(path) != params["weights_sha256"]:

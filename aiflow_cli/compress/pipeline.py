@@ -130,21 +130,23 @@ def _runner(path: Path) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
 
 
 def run_compress(spec: str | None, recipe_path: Path, out_dir: Path, data: Path | None = None, force: bool = False,
-                 progress: Progress | None = None) -> CompressReport:
+                 progress: Progress | None = None, trust_source: bool = False) -> CompressReport:
     from aiflow_cli.export.api import check_export_dir, staged_dir
     from aiflow_cli.models import load_model
+    from aiflow_cli.models.sources import load_model_named_in_file
     from aiflow_cli.profiling.host import host_info
 
     t_start = time.perf_counter()
     recipe = load_recipe(recipe_path)
-    spec = spec or recipe.model
-    if not spec:
+    if not (spec or recipe.model):
         raise InputError(f"{recipe_path}: no model given", "pass MODEL or set 'model:' in the recipe")
     out_dir = Path(out_dir)
-    check_export_dir(out_dir, force)
+    check_export_dir(out_dir, force, option="--out")
     if data is not None and not Path(data).exists():
         raise InputError(f"--data {data}: does not exist")
-    model = load_model(spec)
+    model = load_model(spec) if spec else load_model_named_in_file(recipe.model, f"{recipe_path}: field 'model'",
+                                                                   trust_source)
+    spec = model.spec
     kit = task_kit(model, data)
     data_source = preflight(recipe, recipe_path, kit)
 
@@ -153,7 +155,7 @@ def run_compress(spec: str | None, recipe_path: Path, out_dir: Path, data: Path 
     params_before = prune.count_params(module)
     evaluate = next((s for s in recipe.stages if isinstance(s, Evaluate)), Evaluate(kind="evaluate"))
     records: list[StageRecord] = []
-    with staged_dir(out_dir, force) as tmp:
+    with staged_dir(out_dir, force, option="--out") as tmp:
         baseline = tmp / "baseline.onnx"
         onnx.save(kit.export(module), str(baseline))
         current = tmp / "model.onnx"
@@ -196,15 +198,15 @@ def run_compress(spec: str | None, recipe_path: Path, out_dir: Path, data: Path 
 
         feeds = kit.latency_feeds()
         b_lat, a_lat, ratios = _paired_latency(baseline, current, feeds, evaluate.latency_repeats)
-        run_before, run_after = _runner(baseline), _runner(current)
-        before_metric = kit.metric(run_before, None, evaluate.eval_samples)
-        after_metric = kit.metric(run_after, run_before, evaluate.eval_samples)
+        original = kit.torch_runner(teacher)  # the float torch model the recipe started from
+        before_metric = kit.metric(_runner(baseline), original, evaluate.eval_samples)
+        after_metric = kit.metric(_runner(current), original, evaluate.eval_samples)
         architecture, files = _save_torch(model, module, tmp)
         files["onnx"] = "model.onnx"
         report = CompressReport(
             model=spec, recipe=recipe.name, data=data_source, host=host_info(),
             latency_input=", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items()),
-            before=_measured(baseline, params_before, b_lat, before_metric),
+            before=_measured(baseline, params_before, b_lat, before_metric, model.extras.get("weights", "")),
             after=_measured(current, prune.count_params(module), a_lat, after_metric),
             latency_ratio_paired=round(statistics.median(ratios), 4),
             latency_ratios=[round(r, 4) for r in ratios], stages=records,
@@ -219,9 +221,10 @@ def run_compress(spec: str | None, recipe_path: Path, out_dir: Path, data: Path 
     return report
 
 
-def _measured(path: Path, params: int, latency: list[float], metric: Any) -> Measured:
+def _measured(path: Path, params: int, latency: list[float], metric: Any, weights: str = "") -> Measured:
     ms = sorted(t * 1e3 for t in latency)
-    return Measured(size_bytes=path.stat().st_size, params=params, latency_ms=round(statistics.median(ms), 4),
+    return Measured(size_bytes=path.stat().st_size, params=params, weights=weights,
+                    latency_ms=round(statistics.median(ms), 4),
                     latency_p90_ms=round(ms[int(0.9 * (len(ms) - 1))], 4),
                     metric=MetricValue(name=metric.name, value=round(metric.value, 6),
                                        extra={k: round(float(v), 6) for k, v in metric.extra.items()}))

@@ -1,8 +1,8 @@
 """What compression needs to know about each kind of model: how to export it to ONNX, what data
 calibrates and trains it (training splits only), and which metric judges it (evaluation splits).
 
-* image classification: ImageNet sample; calibrate / distill on class_index % 5 != 0, top-1 on
-  class_index % 5 == 0.
+* image classification: ImageNet sample; calibrate / distill on the train split, top-1 on the
+  test split (class_index % 5 == 0).
 * sentence embedding: WikiText-2 valid lines to calibrate / distill; mean cosine to the original
   model's embeddings on WikiText-2 test lines.
 * causal LM: WikiText-2 valid to calibrate / distill; WikiText-2 test perplexity (context
@@ -50,8 +50,26 @@ class TaskKit:
         self.model, self.data = model, data
 
     # ONNX ------------------------------------------------------------------------------------
+    input_names: tuple[str, ...] = ()
+
+    def exportable(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The module exactly as it is exported (and as :meth:`torch_runner` runs it)."""
+        return module
+
     def export(self, module: torch.nn.Module) -> onnx.ModelProto:
         raise NotImplementedError
+
+    def torch_runner(self, module: torch.nn.Module) -> OrtRun:
+        """Run the float torch module on the same feeds as the ONNX files: the reference the
+        exported baseline itself is measured against (so "before" is a measurement, not 1.0)."""
+        wrapped = self.exportable(module).eval()
+
+        @torch.no_grad()
+        def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+            xs = [torch.from_numpy(feeds[n]) for n in self.input_names]
+            return wrapped(xs[0] if len(xs) == 1 else tuple(xs)).numpy()
+
+        return run
 
     def latency_feeds(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -65,12 +83,14 @@ class TaskKit:
         raise NotImplementedError
 
     # metric ----------------------------------------------------------------------------------
-    def metric(self, run: OrtRun, reference: OrtRun | None, samples: int | None) -> Metric:
+    def metric(self, run: OrtRun, reference: OrtRun, samples: int | None) -> Metric:
+        """The task metric of ``run``, with its agreement to ``reference`` (the original model)."""
         raise NotImplementedError
 
 
 class ImageKit(TaskKit):
     metric_name = "top1"
+    input_names = ("image",)
 
     def _records(self, split: str):  # noqa: ANN202
         from aiflow_cli.data.imagenet import read_labels
@@ -106,26 +126,24 @@ class ImageKit(TaskKit):
 
         return load_batch(self._records("train"))
 
-    def metric(self, run: OrtRun, reference: OrtRun | None, samples: int | None) -> Metric:
+    def metric(self, run: OrtRun, reference: OrtRun, samples: int | None) -> Metric:
         from aiflow_cli.data.imagenet import load_batch
 
-        records = self._records("eval")[:samples]
+        records = self._records("test")[:samples]
         correct = agree = 0
         for i in range(0, len(records), 20):
             images, labels = load_batch(records[i:i + 20])
             logits = run({"image": images.numpy()})
             pred = logits.argmax(-1)
             correct += int((pred == labels.numpy()).sum())
-            if reference is not None:
-                agree += int((pred == reference({"image": images.numpy()}).argmax(-1)).sum())
-        extra = {"images": len(records)}
-        if reference is not None:
-            extra["agreement_with_original"] = agree / len(records)
-        return Metric("top1 (eval split)", correct / len(records), extra)
+            agree += int((pred == reference({"image": images.numpy()}).argmax(-1)).sum())
+        return Metric("top1 (test split)", correct / len(records),
+                      {"images": len(records), "agreement_with_original": agree / len(records)})
 
 
 class EmbeddingKit(TaskKit):
     metric_name = "cosine"
+    input_names = ("input_ids", "attention_mask")
 
     def check_data(self) -> str:
         from aiflow_cli.data.text import wikitext_path
@@ -156,14 +174,12 @@ class EmbeddingKit(TaskKit):
         sentences = wikitext_sentences("valid", n) or []
         return [self._feeds(sentences[i:i + 8]) for i in range(0, len(sentences), 8)]
 
-    def metric(self, run: OrtRun, reference: OrtRun | None, samples: int | None) -> Metric:
+    def metric(self, run: OrtRun, reference: OrtRun, samples: int | None) -> Metric:
         from aiflow_cli.data.text import wikitext_sentences
 
         sentences = wikitext_sentences("test", samples or 256)
         if sentences is None:
             raise InputError("WikiText-2 test is needed for the cosine metric", "set AIFLOW_DATA")
-        if reference is None:
-            return Metric("mean cosine to original (WikiText-2 test)", 1.0, {"sentences": len(sentences)})
         cos = []
         for i in range(0, len(sentences), 16):
             feeds = self._feeds(sentences[i:i + 16])
@@ -176,6 +192,12 @@ class EmbeddingKit(TaskKit):
 class CausalLMKit(TaskKit):
     metric_name = "perplexity"
     higher_is_better = False
+    input_names = ("input_ids",)
+
+    def exportable(self, module: torch.nn.Module) -> torch.nn.Module:
+        from aiflow_cli.compress.lm_onnx import FullCausalLM
+
+        return FullCausalLM(module)
 
     def check_data(self) -> str:
         from aiflow_cli.data.text import wikitext_path
@@ -185,9 +207,7 @@ class CausalLMKit(TaskKit):
         return str(wikitext_path("valid"))
 
     def export(self, module: torch.nn.Module) -> onnx.ModelProto:
-        from aiflow_cli.compress.lm_onnx import FullCausalLM
-
-        full = FullCausalLM(module).eval()
+        full = self.exportable(module).eval()
         ids = torch.ones(1, 8, dtype=torch.long)
         axes = {"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
         return export_onnx(full, ids, ["input_ids"], ["logits"], axes)
@@ -211,7 +231,7 @@ class CausalLMKit(TaskKit):
         ids = self.token_ids("valid", n * 128)
         return [{"input_ids": ids[i:i + 128][None].numpy()} for i in range(0, len(ids) - 127, 128)][:n]
 
-    def metric(self, run: OrtRun, reference: OrtRun | None, samples: int | None) -> Metric:
+    def metric(self, run: OrtRun, reference: OrtRun, samples: int | None) -> Metric:
         tokens = samples or PPL_TOKENS
         ids = self.token_ids("test", tokens + 1)
         nll, count, agree = 0.0, 0, 0
@@ -223,11 +243,8 @@ class CausalLMKit(TaskKit):
             logits = torch.from_numpy(run(feeds))[0]
             nll += float(torch.nn.functional.cross_entropy(logits, window[1:], reduction="sum"))
             count += len(window) - 1
-            if reference is not None:
-                agree += int((logits.argmax(-1).numpy() == reference(feeds)[0].argmax(-1)).sum())
-        extra = {"tokens": count, "context": PPL_CONTEXT, "stride": PPL_CONTEXT}
-        if reference is not None:
-            extra["next_token_agreement"] = agree / count
+            agree += int((logits.argmax(-1).numpy() == reference(feeds)[0].argmax(-1)).sum())
+        extra = {"tokens": count, "context": PPL_CONTEXT, "stride": PPL_CONTEXT, "next_token_agreement": agree / count}
         return Metric("WikiText-2 test perplexity", math.exp(nll / count), extra)
 
 

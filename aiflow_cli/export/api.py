@@ -19,24 +19,34 @@ from torch import nn
 
 from aiflow_cli import __version__
 from aiflow_cli.codecs.base import ActivationCodec
-from aiflow_cli.errors import InputError, OutputError
+from aiflow_cli.errors import InputError, OutputError, VerificationError
 from aiflow_cli.export.onnx_export import OPSET
 from aiflow_cli.export.pair import exit_output_name, export_pair
 from aiflow_cli.export.reference_inputs import real_inputs
 from aiflow_cli.export.triton import write_triton_model
-from aiflow_cli.export.verify import VerificationError, verify_pair
+from aiflow_cli.export.verify import verify_pair
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.schemas.manifest import CodecInfo, ExitDecl, ExportedPair, Manifest
+from aiflow_cli.schemas.manifest import CodecInfo, ExitDecl, ExportedPair, Manifest, SourceModel
 
-__all__ = ["check_export_dir", "export_split", "replace_dir", "staged_dir"]
+__all__ = ["check_export_dir", "export_split", "replace_dir", "staged_dir", "source_model_of"]
 
 
-def check_export_dir(out_dir: Path, force: bool) -> None:
+def check_export_dir(out_dir: Path, force: bool, option: str = "--export") -> None:
+    """Fail before any work if ``out_dir`` cannot become the output directory (named by ``option``)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"{out_dir}: exists and is not a directory", "choose another --export path")
+        raise OutputError(f"{out_dir}: exists and is not a directory", f"choose another {option} path")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise OutputError(f"{out_dir}: directory is not empty", "pass --force to replace it, or choose another path")
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:  # staged_dir creates missing parents
+        parent = parent.parent
+    try:
+        probe = tempfile.mkdtemp(prefix=f".{out_dir.name}.probe-", dir=parent)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot write in {parent} ({exc.strerror or exc.__class__.__name__})",
+                          f"choose a {option} path in a folder you can write to") from None
 
 
 def replace_dir(tmp: Path, out_dir: Path) -> None:
@@ -51,9 +61,9 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
 
 
 @contextmanager
-def staged_dir(out_dir: Path, force: bool) -> Iterator[Path]:
+def staged_dir(out_dir: Path, force: bool, option: str = "--export") -> Iterator[Path]:
     """Yield a temporary sibling of ``out_dir``; move it into place only if the block succeeds."""
-    check_export_dir(out_dir, force)
+    check_export_dir(out_dir, force, option)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     umask = os.umask(0)
@@ -95,15 +105,16 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
             if write_weights is not None:  # learned codecs keep their training graph beside the pair
                 write_weights(tmp / files.device.file.rsplit("/", 1)[0])
             spec = codec.spec()
-            pair = ExportedPair(
+            pair = ExportedPair.model_construct(  # a draft: validated once its verification is filled in
                 cut=cut, cut_index=index, directory=files.device.file.rsplit("/", 1)[0],
                 codec=CodecInfo(name=spec.name, params=spec.params), device=files.device, server=files.server,
                 crossing=files.crossing, predicted_latency_ms=(predicted or {}).get(cut, {}),
                 bytes_per_request=(bytes_per_request or {}).get(cut),
                 exits=[ExitDecl(cut=e, output=exit_output_name(e), **stats) for e, _, stats in pair_exits],
-                verification=_placeholder(),
+                verification=None,
             )
-            pair.verification = verify_pair(model, tmp, pair, inputs, source, lossless=codec.lossless)
+            pair = ExportedPair.model_validate({**dict(pair), "verification": verify_pair(
+                model, tmp, pair, inputs, source, lossless=codec.lossless)})
             if not pair.verification.passed:
                 v = pair.verification
                 failures.append(f"{cut}: max diff {v.max_abs_diff:.3g} (scale {v.output_scale:.3g}), "
@@ -119,14 +130,13 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
                 write_triton_model(tmp, model.name, pair)
         manifest = Manifest(
             aiflow_version=__version__,
-            source_model={"spec": model.spec, "name": model.name, "task": model.task, "fingerprint": model.fingerprint()},
-            opset=OPSET, pairs=pairs, plan_table=plan_table or [],
+            source_model=source_model_of(model), opset=OPSET, pairs=pairs, plan_table=plan_table or [],
         )
         (tmp / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=1) + "\n")
     return manifest
 
 
-def _placeholder():  # noqa: ANN202 - filled in right after the files exist
-    from aiflow_cli.schemas.manifest import Verification
-
-    return Verification(inputs="", count=0, max_abs_diff=0, output_scale=0, passed=False)
+def source_model_of(model: SegmentedModel) -> SourceModel:
+    """What the manifest says about the model the pairs were cut from (weights labelled for what they are)."""
+    return SourceModel(spec=model.spec, name=model.name, task=model.task, fingerprint=model.fingerprint(),
+                       weights=model.extras.get("weights", ""))

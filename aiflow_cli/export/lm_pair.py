@@ -20,16 +20,16 @@ import numpy as np
 import torch
 
 from aiflow_cli import __version__
-from aiflow_cli.errors import InputError
+from aiflow_cli.errors import InputError, VerificationError
 from aiflow_cli.export.kv_layers import KVDecoderLayer, KVDevice, KVServer
 from aiflow_cli.export.onnx_export import OPSET, export_onnx
 from aiflow_cli.export.pair import pair_dirname, save_artifact
 from aiflow_cli.export.tensors import dynamic_axes
-from aiflow_cli.export.verify import VerificationError
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.schemas.manifest import CodecInfo, ExportedPair, Manifest, TensorDecl, Verification
 
-__all__ = ["export_lm_split", "verify_lm_pair", "LMPairRunner", "VERIFY_PROMPTS", "VERIFY_TOKENS"]
+__all__ = ["export_lm_split", "verify_lm_pair", "LMPairRunner", "VERIFY_PROMPTS", "VERIFY_TOKENS", "eos_ids",
+           "greedy_reference"]
 
 VERIFY_TOKENS = 32
 VERIFY_PROMPTS = ["The capital of France is", "Edge servers and mobile devices can share one language model by"]
@@ -84,13 +84,13 @@ def _export_one(model: SegmentedModel, cut: str, root: Path) -> ExportedPair:
                             dynamic_axes(dev_in + dev_out))
     srv_proto = export_onnx(_Positional(server), (hidden, *srv_past), [d.name for d in srv_in],
                             [d.name for d in srv_out], dynamic_axes(srv_in + srv_out))
-    return ExportedPair(
+    return ExportedPair.model_construct(  # a draft: validated once its verification is filled in
         cut=cut, cut_index=model.cut_index(cut), directory=sub,
         codec=CodecInfo(name="fp32", params={"wire_dtype": "float32"}),
         device=save_artifact(root, f"{sub}/device.onnx", dev_proto, dev_in, dev_out),
         server=save_artifact(root, f"{sub}/server.onnx", srv_proto, srv_in, srv_out),
-        crossing=[hid_decl], kv_cache=True, bytes_per_request=None,
-        verification=Verification(inputs="", count=0, max_abs_diff=0, output_scale=0, passed=False),
+        crossing=[hid_decl], kv_cache=True, bytes_per_request=None, predicted_latency_ms={}, exits=[],
+        verification=None,
     )
 
 
@@ -119,9 +119,11 @@ class LMPairRunner:
     def _empty(decls: list[TensorDecl]) -> dict[str, np.ndarray]:
         return {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in decls}
 
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int, eos: int | None = None
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int, eos: int | set[int] | None = None
                  ) -> tuple[list[int], np.ndarray, int]:
-        """(new tokens, logits of the prompt's last position, bytes of hidden states sent)."""
+        """(new tokens, logits of the prompt's last position, bytes of hidden states sent); stops
+        after an end-of-sequence token, as transformers' ``generate`` does."""
+        stop = {eos} if isinstance(eos, int) else set(eos or ())
         dev_past = self._empty(self.pair.device.inputs[1:])
         srv_past = self._empty(self.pair.server.inputs[1:])
         step, tokens, first_logits, sent = input_ids, [], None, 0
@@ -137,7 +139,7 @@ class LMPairRunner:
                 first_logits = logits
             nxt = int(logits.argmax(-1)[0])
             tokens.append(nxt)
-            if eos is not None and nxt == eos:
+            if nxt in stop:
                 break
             step = np.array([[nxt]], dtype=np.int64)
         return tokens, first_logits, sent
@@ -148,25 +150,42 @@ def verify_lm_pair(model: SegmentedModel, root: Path, pair: ExportedPair) -> Ver
     runner = LMPairRunner(root, pair)
     hf = model.extras["hf_model"]
     agree, total, max_diff, scale = 0, 0, 0.0, 0.0
+    same = True
     for prompt in VERIFY_PROMPTS:
         ids = model.tokenizer(prompt, return_tensors="pt")["input_ids"]
-        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=VERIFY_TOKENS, do_sample=False,
-                          min_new_tokens=VERIFY_TOKENS, pad_token_id=model.tokenizer.eos_token_id)
-        ref_tokens = ref[0, ids.shape[1]:].tolist()
-        ours, first_logits, _ = runner.generate(ids.numpy(), VERIFY_TOKENS)
+        ref_tokens = greedy_reference(model, ids, VERIFY_TOKENS)
+        ours, first_logits, _ = runner.generate(ids.numpy(), VERIFY_TOKENS, eos=eos_ids(model))
         ref_logits = hf(ids).logits[:, -1].numpy()
         max_diff = max(max_diff, float(np.abs(first_logits - ref_logits).max()))
         scale = max(scale, float(np.abs(ref_logits).max()))
         agree += sum(int(a == b) for a, b in zip(ours, ref_tokens))
-        total += len(ref_tokens)
-    agreement = agree / total
-    return Verification(inputs=f"greedy {VERIFY_TOKENS} tokens from {len(VERIFY_PROMPTS)} prompts", count=total,
-                        max_abs_diff=max_diff, output_scale=scale, agreement=agreement, passed=agreement == 1.0)
+        total += max(len(ref_tokens), len(ours))
+        same = same and ours == ref_tokens
+    return Verification(reference="the unsplit model (transformers generate, greedy)",
+                        inputs=f"greedy {VERIFY_TOKENS} tokens from {len(VERIFY_PROMPTS)} prompts", count=total,
+                        max_abs_diff=max_diff, output_scale=scale, agreement=agree / total, passed=same)
+
+
+def eos_ids(model: SegmentedModel) -> set[int]:
+    """Every token id at which transformers' greedy ``generate`` stops for this model."""
+    eos = model.extras["hf_model"].generation_config.eos_token_id
+    if eos is None:
+        eos = model.tokenizer.eos_token_id
+    return set(eos) if isinstance(eos, (list, tuple)) else ({eos} if eos is not None else set())
+
+
+@torch.no_grad()
+def greedy_reference(model: SegmentedModel, ids: torch.Tensor, max_new_tokens: int) -> list[int]:
+    """transformers' own greedy decoding (stops at end of sequence): the reference for any split."""
+    hf = model.extras["hf_model"]
+    out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+                      pad_token_id=model.tokenizer.pad_token_id or model.tokenizer.eos_token_id)
+    return out[0, ids.shape[1]:].tolist()
 
 
 def export_lm_split(model: SegmentedModel, cuts: list[str], out_dir: Path, force: bool = False,
                     progress: Callable[[str, int, int], None] | None = None) -> Manifest:
-    from aiflow_cli.export.api import staged_dir
+    from aiflow_cli.export.api import source_model_of, staged_dir
 
     for cut in cuts:
         _layer_count(model, cut)
@@ -174,7 +193,7 @@ def export_lm_split(model: SegmentedModel, cuts: list[str], out_dir: Path, force
         pairs, failures = [], []
         for n, cut in enumerate(cuts):
             pair = _export_one(model, cut, tmp)
-            pair.verification = verify_lm_pair(model, tmp, pair)
+            pair = ExportedPair.model_validate({**dict(pair), "verification": verify_lm_pair(model, tmp, pair)})
             if not pair.verification.passed:
                 failures.append(f"{cut}: token agreement {pair.verification.agreement:.3f}")
             pairs.append(pair)
@@ -184,8 +203,7 @@ def export_lm_split(model: SegmentedModel, cuts: list[str], out_dir: Path, force
             raise VerificationError(f"{len(failures)} pair(s) failed verification, nothing written: " + "; ".join(failures))
         manifest = Manifest(
             aiflow_version=__version__,
-            source_model={"spec": model.spec, "name": model.name, "task": model.task, "fingerprint": model.fingerprint()},
-            opset=OPSET, pairs=pairs,
+            source_model=source_model_of(model), opset=OPSET, pairs=pairs,
         )
         (tmp / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=1) + "\n")
     return manifest

@@ -11,7 +11,6 @@ mask) cross as they are.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,11 @@ from aiflow_cli.codecs.base import ActivationCodec
 from aiflow_cli.errors import InputError
 from aiflow_cli.export.onnx_export import OPSET, export_onnx
 from aiflow_cli.export.tensors import boundary_names, declare, dynamic_axes
+from aiflow_cli.hashing import sha256_file
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.schemas.manifest import Artifact, TensorDecl
 
-__all__ = ["exit_output_name", "DeviceHalf", "ServerHalf", "ExportedFiles", "export_pair", "sha256_file", "pair_dirname", "save_artifact"]
+__all__ = ["exit_output_name", "DeviceHalf", "ServerHalf", "ExportedFiles", "export_pair", "pair_dirname", "save_artifact"]
 
 
 def _on_first(value: Any, fn: nn.Module) -> Any:
@@ -66,11 +66,6 @@ class ServerHalf(nn.Module):
         for seg in self.segments:
             x = seg(x)
         return x
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def pair_dirname(cut: str) -> str:

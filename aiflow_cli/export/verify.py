@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aiflow_cli.errors import AiflowError
+from aiflow_cli.errors import VerificationError
 from aiflow_cli.export.runner import PairRunner
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.schemas.manifest import ExportedPair, Verification
@@ -24,15 +24,11 @@ LOSSLESS_RTOL = 1e-4
 TRAINING_GRAPH_AGREEMENT = 0.99
 
 
-class VerificationError(AiflowError):
-    """One or more exported pairs do not reproduce the unsplit model."""
-
-
 @torch.no_grad()
 def verify_pair(model: SegmentedModel, root: Path, pair: ExportedPair, inputs: list[Any], source: str,
                 lossless: bool, min_agreement: float = 0.9, min_cosine: float = 0.98) -> Verification:
     runner = PairRunner(root, pair)
-    reference, min_agreement, source = _reference(model, root, pair, min_agreement, source)
+    reference, min_agreement, what = _reference(model, root, pair, min_agreement)
     max_diff, scale, agree, total, cosines = 0.0, 0.0, 0, 0, []
     for x in inputs:
         ref = reference(x).numpy()
@@ -53,16 +49,16 @@ def verify_pair(model: SegmentedModel, root: Path, pair: ExportedPair, inputs: l
         passed = agreement >= min_agreement
     else:
         passed = mean_cos is not None and mean_cos >= min_cosine
-    return Verification(inputs=source, count=sum(int(np.prod(_batch_size(x))) for x in inputs),
+    return Verification(reference=what, inputs=source, count=sum(int(np.prod(_batch_size(x))) for x in inputs),
                         max_abs_diff=max_diff, output_scale=scale, agreement=agreement, mean_cosine=mean_cos,
                         passed=passed)
 
 
-def _reference(model: SegmentedModel, root: Path, pair: ExportedPair, min_agreement: float, source: str):  # noqa: ANN202
-    """What the pair must reproduce: the unsplit model, or, for a learned bottleneck, its training
-    graph (PyTorch segments + the trained networks with rounding), to 99% top-1 agreement."""
+def _reference(model: SegmentedModel, root: Path, pair: ExportedPair, min_agreement: float):  # noqa: ANN202
+    """What the pair must reproduce, and its name: the unsplit model, or, for a learned bottleneck,
+    its training graph (PyTorch segments + the trained networks with rounding), to 99% top-1 agreement."""
     if pair.codec.name != "learned-bottleneck":
-        return model.whole, min_agreement, source
+        return model.whole, min_agreement, "the unsplit model"
     from aiflow_cli.codecs.learned import LearnedBottleneckCodec
 
     net = LearnedBottleneckCodec.load_net(pair.codec.params, Path(root) / pair.directory)
@@ -77,7 +73,8 @@ def _reference(model: SegmentedModel, root: Path, pair: ExportedPair, min_agreem
             h = seg.module(h)
         return h
 
-    return graph, TRAINING_GRAPH_AGREEMENT, f"{source}, against the training graph"
+    return graph, TRAINING_GRAPH_AGREEMENT, ("the training graph (PyTorch segments + the trained bottleneck "
+                                             "with rounding), not the unsplit model")
 
 
 def _batch_size(x: Any) -> int:

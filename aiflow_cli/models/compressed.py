@@ -6,11 +6,10 @@ Quantised results load as their ONNX graph (cut points found on the graph); floa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from aiflow_cli.errors import ModelSourceError
-from aiflow_cli.models.segmented import Segment, SegmentedModel
+from aiflow_cli.models.segmented import SegmentedModel
+from aiflow_cli.schemas.loading import validate_file
 from aiflow_cli.schemas.report import CompressedModel
 
 __all__ = ["is_compressed_dir", "load_compressed"]
@@ -22,10 +21,7 @@ def is_compressed_dir(path: Path) -> bool:
 
 def load_compressed(spec: str, path: Path) -> SegmentedModel:
     path = Path(path)
-    try:
-        info = CompressedModel.model_validate(json.loads((path / "compressed.json").read_text()))
-    except Exception as exc:
-        raise ModelSourceError(f"{path}/compressed.json: not a valid aiflow compress result: {exc}") from exc
+    info = validate_file(path / "compressed.json", CompressedModel, hint="re-run aiflow compress", what="compressed.json")
     name = f"{info.recipe}"
     if info.quantized:
         from aiflow_cli.models.onnx_source import load_onnx
@@ -37,14 +33,10 @@ def load_compressed(spec: str, path: Path) -> SegmentedModel:
         from safetensors.torch import load_file
 
         from aiflow_cli.models.efficientnet_lite import EfficientNetLite
-        from aiflow_cli.models.inputs import image_input
+        from aiflow_cli.models.zoo import efficientnet_segmented
 
         net = EfficientNetLite.from_state_dict(load_file(str(path / info.files["weights"]))).eval()
-        segments = [Segment("stem", net.stem())] + [Segment(f"block{i}", b) for i, b in enumerate(net._blocks)]
-        segments.append(Segment("head", net.head()))
-        return SegmentedModel(spec=spec, name=name, task=info.task, segments=segments, whole=net,
-                              make_input=lambda batch, _seq: image_input(batch), input_names=["image"],
-                              crossing_names=["activation"], output_names=["logits"])
+        return efficientnet_segmented(spec, name, net)
     from aiflow_cli.models.hf import causal_lm_model, encoder_model
 
     hf_dir = path / info.files["hf_dir"]

@@ -69,6 +69,15 @@ class SegmentedModel:
             x = seg.module(x)
         return x
 
+    def describe_input(self) -> str:
+        """What :attr:`make_input` feeds (real photos, seeded token ids, random numbers), for reports."""
+        describe = self.extras.get("describe_input")
+        if describe is not None:
+            return describe()
+        if self.task in ("causal-lm", "sentence-embedding"):
+            return "seeded token ids (latency depends on the length, not on which tokens)"
+        return "the example input of the model source"
+
     def fingerprint(self) -> str:
         if "onnx_path" in self.extras:
             with open(self.extras["onnx_path"], "rb") as fh:

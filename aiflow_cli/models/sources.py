@@ -11,7 +11,7 @@ from pathlib import Path
 from aiflow_cli.errors import ModelSourceError
 from aiflow_cli.models.segmented import SegmentedModel
 
-__all__ = ["load_model", "MODEL_FORMS"]
+__all__ = ["load_model", "load_model_named_in_file", "MODEL_FORMS"]
 
 MODEL_FORMS = "zoo:NAME, hf:ID_OR_PATH, FILE.onnx, py:module:function or a compressed DIR"
 
@@ -40,3 +40,18 @@ def load_model(spec: str, trust_remote_code: bool = False) -> SegmentedModel:
     if Path(spec).exists():
         raise ModelSourceError(f"{spec}: not a model this tool reads", f"pass one of {MODEL_FORMS}")
     raise ModelSourceError(f"unknown model '{spec}'", f"pass one of {MODEL_FORMS}")
+
+
+def load_model_named_in_file(spec: str, where: str, trust_source: bool = False,
+                             trust_remote_code: bool = False) -> SegmentedModel:
+    """Load a model a *file* names (a manifest's source, a recipe's ``model:``).
+
+    A ``py:`` spec imports and runs a module, so a file can only ask for one when the user
+    passed ``--trust-source``; typed on the command line, ``py:`` is the user's own choice.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ModelSourceError(f"{where}: no model named", f"name one of {MODEL_FORMS}")
+    if spec.startswith("py:") and not trust_source:
+        raise ModelSourceError(f"{where}: '{spec[:80]}' would import and run Python code named in the file",
+                               "pass --trust-source if you trust where this file came from")
+    return load_model(spec, trust_remote_code=trust_remote_code)

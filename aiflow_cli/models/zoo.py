@@ -10,20 +10,26 @@ import torch
 from aiflow_cli.errors import ModelSourceError
 from aiflow_cli.models.segmented import Segment, SegmentedModel
 
-__all__ = ["ZOO", "load_zoo", "minilm_dir"]
+__all__ = ["ZOO", "load_zoo", "minilm_dir", "efficientnet_segmented"]
+
+
+def efficientnet_segmented(spec: str, name: str, net: torch.nn.Module) -> SegmentedModel:
+    """An EfficientNet-Lite cut after its stem and after every block (zoo and compressed copies)."""
+    from aiflow_cli.models.inputs import image_input, image_input_source
+
+    segments = [Segment("stem", net.stem())]
+    segments += [Segment(f"block{i}", block) for i, block in enumerate(net._blocks)]
+    segments.append(Segment("head", net.head()))
+    return SegmentedModel(spec=spec, name=name, task="image-classification",
+                          segments=segments, whole=net, make_input=lambda batch, _seq: image_input(batch),
+                          input_names=["image"], crossing_names=["activation"], output_names=["logits"],
+                          extras={"describe_input": image_input_source})
 
 
 def _efficientnet_lite0(spec: str) -> SegmentedModel:
     from aiflow_cli.models.efficientnet_lite import load_efficientnet_lite0
-    from aiflow_cli.models.inputs import image_input
 
-    net = load_efficientnet_lite0()
-    segments = [Segment("stem", net.stem())]
-    segments += [Segment(f"block{i}", block) for i, block in enumerate(net._blocks)]
-    segments.append(Segment("head", net.head()))
-    return SegmentedModel(spec=spec, name="efficientnet-lite0", task="image-classification",
-                          segments=segments, whole=net, make_input=lambda batch, _seq: image_input(batch),
-                          input_names=["image"], crossing_names=["activation"], output_names=["logits"])
+    return efficientnet_segmented(spec, "efficientnet-lite0", load_efficientnet_lite0())
 
 
 def minilm_dir() -> Path:
@@ -43,7 +49,11 @@ def _smollm2_135m(spec: str) -> SegmentedModel:
     from aiflow_cli.models.hf import causal_lm_model
     from aiflow_cli.models.smollm2 import smollm2_dir
 
-    return causal_lm_model(spec, "smollm2-135m", smollm2_dir())
+    from aiflow_cli.models.smollm2 import WEIGHTS_NOTE
+
+    model = causal_lm_model(spec, "smollm2-135m", smollm2_dir())
+    model.extras["weights"] = WEIGHTS_NOTE
+    return model
 
 
 ZOO: dict[str, Callable[[str], SegmentedModel]] = {

@@ -26,18 +26,62 @@ from aiflow_cli.schemas.profile import (
     ProfileReport,
     SegmentProfile,
     Settings,
+    Stability,
     Totals,
 )
 
-__all__ = ["profile_model", "check_profile_settings", "segment_macs", "Progress", "latency_of", "unique_params"]
+__all__ = ["profile_model", "check_profile_settings", "segment_macs", "Progress", "latency_of", "unique_params",
+           "assess_stability", "call_overhead_ms", "STABILITY_ADVICE"]
 
 Progress = Callable[[str, int, int], None]
 
+# What counts as a trustworthy timing (set from runs on this 2-core VM: quiet, segment p90/median
+# 1.1-2.4 and whole 1.1; with four busy loops beside it, segments 4-47, whole 2.1 and a segment
+# sum 57% below the whole).
+SEGMENT_SPREAD_LIMIT = 3.0  # a segment's p90 / median
+WHOLE_SPREAD_LIMIT = 1.5  # the whole model's p90 / median
+DRIFT_LIMIT = 1.5  # largest / smallest whole-model median over the alternating rounds
+SUM_OVER_WHOLE_RANGE = (0.75, 1.6)  # onnxruntime segments sum to ~1.3x the whole (per-call overhead)
+UNSTABLE_SEGMENT_SHARE = 0.25
+ABSOLUTE_FLOOR_MS = 0.05  # below this, a spread is timer noise, not contention
+STABILITY_ADVICE = "re-run on a quiet machine, with --threads 1 and more --repeats"
 
-def latency_of(seconds: list[float]) -> Latency:
+
+def latency_of(seconds: list[float], spread_limit: float = SEGMENT_SPREAD_LIMIT) -> Latency:
     ms = sorted(s * 1e3 for s in seconds)
     p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
-    return Latency(median=round(statistics.median(ms), 4), p90=round(p90, 4))
+    median = statistics.median(ms)
+    stable = p90 <= spread_limit * median + ABSOLUTE_FLOOR_MS
+    return Latency(median=round(median, 4), p90=round(p90, 4), stable=stable)
+
+
+def assess_stability(whole: Latency, segments: list[Latency], round_medians: list[float]) -> Stability:
+    """Flag timings that a busy machine has spoiled, with one warning line per symptom."""
+    warnings = []
+    spread = whole.p90 / whole.median if whole.median else 1.0
+    if not whole.stable:
+        warnings.append(f"whole-model p90 is {spread:.1f}x its median (limit {WHOLE_SPREAD_LIMIT:g}x)")
+    drift = max(round_medians) / min(round_medians) if len(round_medians) > 1 and min(round_medians) > 0 else 1.0
+    if drift > DRIFT_LIMIT:
+        warnings.append(f"whole-model median drifted {drift:.1f}x between rounds (limit {DRIFT_LIMIT:g}x)")
+    total = sum(s.median for s in segments)
+    ratio = total / whole.median if whole.median else 1.0
+    lo, hi = SUM_OVER_WHOLE_RANGE
+    if not lo <= ratio <= hi:
+        warnings.append(f"segment medians sum to {ratio:.2f}x the whole model (expected {lo:g}-{hi:g}x)")
+    unstable = sum(not s.stable for s in segments)
+    if unstable > UNSTABLE_SEGMENT_SHARE * len(segments):
+        warnings.append(f"{unstable} of {len(segments)} segments have p90 above {SEGMENT_SPREAD_LIMIT:g}x their median")
+    return Stability(stable=not warnings, whole_p90_over_median=round(spread, 3), round_drift=round(drift, 3),
+                     sum_over_whole=round(ratio, 3), unstable_segments=unstable, warnings=warnings)
+
+
+def call_overhead_ms(segment_medians: list[float], whole_median: float) -> float:
+    """Per-call cost from the profile itself: n segment calls cost n - 1 overheads more than one
+    whole-model call over the same work (runtime call, thread-pool wake-up, boundary fusions)."""
+    if len(segment_medians) < 2:
+        return 0.0
+    return round(max(0.0, (sum(segment_medians) - whole_median) / (len(segment_medians) - 1)), 4)
 
 
 def unique_params(module: torch.nn.Module) -> tuple[int, int]:
@@ -87,17 +131,19 @@ def _jpeg_of_tensor(images: torch.Tensor) -> int:
 
 
 def _time_chain(segments: list[Segment], whole: torch.nn.Module, x: Any, repeats: int, warmup: int,
-                reset: Callable[[], None], progress: Progress | None, label: str) -> tuple[list[list[float]], list[float]]:
+                reset: Callable[[], None], progress: Progress | None, label: str
+                ) -> tuple[list[list[float]], list[float], list[float]]:
     """Per-segment times over the chain and times of the unsplit model, taken in alternating rounds.
 
     Each round times a few chain runs, then a few whole-model runs, each block after one untimed run
     of its own. Blocks keep the whole model's weights warm when segments hold their own copies of the
     weights (onnxruntime); alternating rounds spread a noisy neighbour or a clock change over both
     sides instead of letting it land on one, so the sum of segment medians and the whole-model median
-    can be compared on a shared machine.
+    can be compared on a shared machine. Also returns the whole model's median per round (drift).
     """
     seg_times: list[list[float]] = [[] for _ in segments]
     whole_times: list[float] = []
+    round_medians: list[float] = []
     rounds = _round_sizes(repeats)
     total = 2 * (warmup + repeats + len(rounds))
     done = 0
@@ -138,7 +184,8 @@ def _time_chain(segments: list[Segment], whole: torch.nn.Module, x: Any, repeats
             run_whole(False)
             for _ in range(size):
                 run_whole(True)
-    return seg_times, whole_times
+            round_medians.append(statistics.median(whole_times[-size:]) * 1e3)
+    return seg_times, whole_times, round_medians
 
 
 def _round_sizes(repeats: int, max_rounds: int = 5) -> list[int]:
@@ -254,7 +301,7 @@ def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: st
     counts = _onnx_counts(segments, x) if runtime == "onnxruntime" else _static_counts(segments, x, fresh_cache)
     outs, macs, peaks = counts
 
-    seg_times, whole_times = _time_chain(segments, whole, x, repeats, warmup, fresh_cache, progress,
+    seg_times, whole_times, round_medians = _time_chain(segments, whole, x, repeats, warmup, fresh_cache, progress,
                                          "prefill" if is_lm else "timing")
     decode_times: list[list[float]] | None = None
     decode_whole: list[float] | None = None
@@ -269,7 +316,7 @@ def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: st
             state.cache.crop(prefill_len)
 
         _, decode_macs, _ = _static_counts(segments, next_ids, back_to_prompt)
-        decode_times, decode_whole = _time_chain(segments, whole, next_ids, repeats, warmup, back_to_prompt,
+        decode_times, decode_whole, _ = _time_chain(segments, whole, next_ids, repeats, warmup, back_to_prompt,
                                                  progress, "decode")
         state.clear()
 
@@ -285,6 +332,8 @@ def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: st
             out_bytes=nbytes_of(outs[i]), out_shapes=_shapes(outs[i]),
         ))
     total_params, total_wbytes = unique_params(model.whole)
+    whole_latency = latency_of(whole_times, WHOLE_SPREAD_LIMIT)
+    medians = [s.latency_ms.median for s in seg_profiles]
     return ProfileReport(
         model=ModelInfo(spec=model.spec, name=model.name, task=model.task, fingerprint=model.fingerprint()),
         host=host_info(),
@@ -294,9 +343,12 @@ def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: st
         input_bytes=_input_bytes(model, x),
         total=Totals(
             macs=sum(macs), params=total_params, weight_bytes=total_wbytes,
-            latency_ms_whole_model=latency_of(whole_times),
-            latency_ms_sum_of_segment_medians=round(sum(s.latency_ms.median for s in seg_profiles), 4),
-            decode_latency_ms_whole_model=latency_of(decode_whole) if decode_whole else None,
+            latency_ms_whole_model=whole_latency,
+            latency_ms_sum_of_segment_medians=round(sum(medians), 4),
+            decode_latency_ms_whole_model=latency_of(decode_whole, WHOLE_SPREAD_LIMIT) if decode_whole else None,
+            call_overhead_ms=call_overhead_ms(medians, whole_latency.median),
         ),
         decode=DecodeProfile(prefill_tokens=seq, decode_cache_tokens=seq) if is_lm else None,
+        stability=assess_stability(whole_latency, [s.latency_ms for s in seg_profiles], round_medians),
+        inputs=model.describe_input(),
     )

@@ -1,7 +1,9 @@
 """``bottleneck.json`` (``aiflow split --bottleneck --json``): rate-accuracy points, baselines, exits, choice.
 
-Every figure is measured on the evaluation split (class_index % 5 == 0) of the data folder;
-training used only the training split.
+The data is split by class into train / validation / test (``split_rule``). Codecs and exit
+heads are fitted on train; every choice (beta, cut, exit threshold, the exported operating
+point, ``--auto``) is made on validation; figures are reported on test. Every accuracy figure
+carries its sample size and a 95% interval (Wilson for shares, paired bootstrap for drops).
 """
 
 from __future__ import annotations
@@ -11,22 +13,33 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from aiflow_cli.schemas.base import Strict
+from aiflow_cli.schemas.figures import Drop, Share
 
-__all__ = ["BOTTLENECK_SCHEMA_VERSION", "RatePoint", "BaselinePoint", "ExitPoint", "JointChoice", "BottleneckReport"]
+__all__ = ["BOTTLENECK_SCHEMA_VERSION", "Scores", "RatePoint", "BaselinePoint", "ExitPoint", "JointChoice",
+           "OperatingPoint", "DataSplit", "BottleneckReport"]
 
-BOTTLENECK_SCHEMA_VERSION = "aiflow.bottleneck/1"
+BOTTLENECK_SCHEMA_VERSION = "aiflow.bottleneck/2"
+
+
+class Scores(Strict):
+    """A split model (or a baseline) on one part of the data, against the unsplit model."""
+
+    top1: Share
+    agreement: Share = Field(description="top-1 agreement with the unsplit model")
+    drop: Drop = Field(description="unsplit top-1 minus this top-1, in points, on the same inputs")
+    kl: Optional[float] = Field(None, description="mean KL(unsplit || this) in nats, where there are logits")
 
 
 class RatePoint(Strict):
     cut: str
     beta: float
-    bytes_per_input: float = Field(description="mean range-coded bytes per image, 8-byte header included")
-    estimated_bytes_per_input: float = Field(description="mean -log2 p(q) / 8 under the coded tables")
-    metric: float = Field(description="top-1 on the evaluation split")
-    agreement: float = Field(description="top-1 agreement with the unsplit model")
-    kl: float = Field(description="mean KL(unsplit || split) in nats")
+    bytes_per_input: float = Field(description="test: mean range-coded bytes per image, 8-byte header included")
+    estimated_bytes_per_input: float = Field(description="test: mean -log2 p(q) / 8 under the coded tables")
+    validation_bytes_per_input: float
+    validation: Scores
+    test: Scores
     uniform_bytes_at_equal_agreement: Optional[float] = Field(
-        None, description="bytes the uniform baseline at this cut needs for the same agreement (interpolated)")
+        None, description="test: bytes the uniform baseline at this cut needs for the same agreement (interpolated)")
     train_seconds: float
     encode_ms: float
     decode_ms: float
@@ -35,45 +48,67 @@ class RatePoint(Strict):
 
 class BaselinePoint(Strict):
     name: str = Field(description="jpeg-qNN, fp16@CUT, int8-zstd@CUT or uniform-qSTEP@CUT")
-    bytes_per_input: float
-    metric: float
-    agreement: float
-    kl: Optional[float] = None
+    bytes_per_input: float = Field(description="test: mean bytes per input")
+    test: Scores
 
 
 class ExitPoint(Strict):
+    """An early-exit head: fitted on train, threshold calibrated on validation, reported on test."""
+
     cut: str
     threshold: float = Field(description="max-softmax confidence at or above which the exit answers")
-    calibration_drop: float
-    exit_rate: float
-    exit_accuracy: float
-    metric: float
-    drop: float = Field(description="top-1 points below the unsplit model with the exit in front of it")
-    agreement: float
+    calibration_bound: float = Field(description="validation: upper confidence bound (one standard error, Wilson) of "
+                                                 "the points where the exit fires and disagrees; it bounds the drop")
+    validation_exit_rate: float
+    exit_rate: Share = Field(description="test: share of inputs that exit here")
+    exit_top1: Optional[Share] = Field(None, description="test: top-1 of the inputs that exited")
+    test: Scores = Field(description="test: the exit in front of the full model")
     compute_saved: float = Field(description="share of the model's MACs an exited input skips, averaged over inputs")
 
 
 class JointChoice(Strict):
+    """``--auto``: per link, the fastest plan whose *validation* drop stays within ``max_drop``."""
+
     link: str
     cut: str = Field(description="a cut, or device-only when nothing split beats running on the device")
     beta: Optional[float] = None
     exit: Optional[str] = None
     bytes_per_input: float
-    metric: float
-    drop: float
+    validation_drop: float = Field(description="points, validation (what the choice was made on)")
+    test_drop: Optional[Drop] = Field(None, description="the chosen plan's drop on test, with its interval")
     expected_latency_ms: float
 
 
+class OperatingPoint(Strict):
+    """The (cut, beta) exported: fewest validation bytes whose validation drop is within ``max_drop``."""
+
+    cut: str
+    beta: float
+    chosen_on: Literal["validation"] = "validation"
+    within_max_drop_on_validation: bool = Field(description="false: no point qualified; the most accurate was taken")
+    test_bytes_per_input: float
+    test_drop: Drop
+    test_supports_max_drop: bool = Field(description="the upper end of the test drop's 95% interval is <= max_drop")
+
+
+class DataSplit(Strict):
+    roots: list[str]
+    rule: str
+    train_inputs: int = Field(description="training inputs, mirrored copies included")
+    validation_inputs: int
+    test_inputs: int
+
+
 class BottleneckReport(Strict):
-    schema_version: Literal["aiflow.bottleneck/1"] = BOTTLENECK_SCHEMA_VERSION
+    schema_version: Literal["aiflow.bottleneck/2"] = BOTTLENECK_SCHEMA_VERSION
     model: str
-    data: str
-    train_inputs: int
-    eval_inputs: int
-    reference_metric: float = Field(description="top-1 of the unsplit model on the evaluation split")
+    data: DataSplit
+    reference_validation: Share = Field(description="top-1 of the unsplit model on validation")
+    reference_test: Share = Field(description="top-1 of the unsplit model on test")
     max_drop: float
     points: list[RatePoint]
     baselines: list[BaselinePoint]
     exits: list[ExitPoint] = Field(default_factory=list)
+    operating_point: Optional[OperatingPoint] = None
     chosen: list[JointChoice] = Field(default_factory=list, description="--auto: fastest plan per link within --max-drop")
     links: list[str] = Field(default_factory=list)

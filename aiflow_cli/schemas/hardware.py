@@ -21,7 +21,7 @@ __all__ = ["ComputeProfile", "LinkProfile", "HardwareProfile", "load_hardware", 
 class ComputeProfile(BaseModel):
     """One machine that runs model segments (a device or a server)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: Literal["device", "server"]
     name: str
     peak_macs_per_s: float = Field(gt=0, description="dense multiply-accumulates per second (fp32 unless dtype says)")
@@ -38,7 +38,7 @@ class ComputeProfile(BaseModel):
 class LinkProfile(BaseModel):
     """A network link between device and server."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: Literal["link"]
     name: str
     rate_bytes_per_s: float = Field(gt=0)
@@ -60,8 +60,8 @@ def load_hardware(path: Path) -> HardwareProfile:
     path = Path(path)
     data = read_mapping(path)
     kind = data.get("kind")
-    if kind not in _BY_KIND:
-        raise ConfigError(f"{path}: field 'kind' must be device, server or link, got {kind!r}",
+    if not isinstance(kind, str) or kind not in _BY_KIND:
+        raise ConfigError(f"{path}: field 'kind' must be device, server or link, got {str(kind)[:40]!r}",
                           "see profiles/README.md for the format")
     return validate_file(path, _BY_KIND[kind], data)
 

@@ -1,9 +1,10 @@
 """``manifest.json``: the contract between device and server for an exported split.
 
 Names, shapes (with named dynamic axes), dtypes, codec parameters and the sha256 of every
-artifact. Both sides refuse a manifest that does not match what they hold. The JSON Schema
+artifact. Both sides refuse a manifest that does not match what they hold
+(:mod:`aiflow_cli.export.check` checks every declaration against the files). The JSON Schema
 shipped beside this module (``manifest.schema.json``) is generated from these models and a
-test keeps the two identical.
+test keeps the two identical. Every path in it is relative to the export directory.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from aiflow_cli.schemas.base import Strict
-
 from aiflow_cli.errors import ConfigError
+from aiflow_cli.schemas.base import Strict
+from aiflow_cli.schemas.loading import read_mapping
 
-__all__ = ["MANIFEST_SCHEMA_VERSION", "TensorDecl", "Artifact", "CodecInfo", "Verification", "ExportedPair",
-           "Manifest", "SCHEMA_FILE", "load_manifest", "manifest_json_schema"]
+__all__ = ["MANIFEST_SCHEMA_VERSION", "TensorDecl", "Artifact", "CodecInfo", "Verification", "ExitDecl", "ExportedPair",
+           "SourceModel", "Manifest", "SCHEMA_FILE", "load_manifest", "manifest_json_schema"]
 
-MANIFEST_SCHEMA_VERSION = "aiflow.manifest/1"
+MANIFEST_SCHEMA_VERSION = "aiflow.manifest/2"
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
 
 
@@ -35,8 +36,8 @@ class TensorDecl(Strict):
 
 class Artifact(Strict):
     file: str = Field(description="path relative to the export directory")
-    sha256: str
-    size_bytes: int
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
     inputs: list[TensorDecl]
     outputs: list[TensorDecl]
 
@@ -47,8 +48,10 @@ class CodecInfo(Strict):
 
 
 class Verification(Strict):
-    inputs: str = Field(description="what the pair was checked on")
-    count: int
+    reference: str = Field(description="what the pair was compared against: the unsplit model, or (learned "
+                                       "bottlenecks) the training graph")
+    inputs: str = Field(description="what the pair was checked on (real data, or synthetic inputs and why)")
+    count: int = Field(ge=1)
     max_abs_diff: float
     output_scale: float
     agreement: float | None = Field(default=None, description="top-1 / token agreement with the unsplit model")
@@ -69,8 +72,8 @@ class ExitDecl(Strict):
 
 class ExportedPair(Strict):
     cut: str
-    cut_index: int
-    directory: str
+    cut_index: int = Field(ge=0)
+    directory: str = Field(description="the pair's folder, relative to the export directory")
     codec: CodecInfo
     device: Artifact
     server: Artifact
@@ -82,12 +85,21 @@ class ExportedPair(Strict):
     verification: Verification
 
 
+class SourceModel(Strict):
+    spec: str = Field(description="the --model value the pairs were cut from")
+    name: str
+    task: str
+    fingerprint: str = Field(description="sha256 over the weights")
+    weights: str = Field(default="", description="what the weights are, where that matters (a dequantised GGUF is "
+                                                 "not an fp32 original)")
+
+
 class Manifest(Strict):
-    schema_version: Literal["aiflow.manifest/1"] = MANIFEST_SCHEMA_VERSION
+    schema_version: Literal["aiflow.manifest/2"] = MANIFEST_SCHEMA_VERSION
     aiflow_version: str
-    source_model: dict[str, str] = Field(description="spec, name, task, fingerprint")
+    source_model: SourceModel
     opset: int
-    pairs: list[ExportedPair]
+    pairs: list[ExportedPair] = Field(min_length=1)
     plan_table: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -96,20 +108,28 @@ def manifest_json_schema() -> dict[str, Any]:
 
 
 def load_manifest(directory: Path) -> Manifest:
-    """Read and validate DIR/manifest.json against the shipped JSON Schema."""
+    """Read DIR/manifest.json and validate it against the shipped JSON Schema; one line per failure."""
     import jsonschema
 
     path = Path(directory) / "manifest.json"
-    if not path.is_file():
-        raise ConfigError(f"{path}: not found", "pass a folder written by aiflow split --export")
+    if not Path(directory).is_dir():
+        raise ConfigError(f"{directory}: not a directory", "pass a folder written by aiflow split --export")
+    data = read_mapping(path, "manifest")
+    version = data.get("schema_version")
+    if version != MANIFEST_SCHEMA_VERSION:
+        raise ConfigError(f"{path}: field 'schema_version': {str(version)[:40]!r} is not {MANIFEST_SCHEMA_VERSION!r}",
+                          "re-export with this version of aiflow split --export")
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        what = error.message if len(error.message) <= 160 else f"fails the schema's '{error.validator}' rule"
+        raise ConfigError(f"{path}: field '{where}': {what}", "re-export with aiflow split --export")
+    from pydantic import ValidationError
+
+    from aiflow_cli.schemas.loading import describe_validation_error
+
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: malformed JSON at line {exc.lineno}") from exc
-    schema = json.loads(SCHEMA_FILE.read_text())
-    try:
-        jsonschema.validate(data, schema)
-    except jsonschema.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise ConfigError(f"{path}: field '{where}': {exc.message}", "re-export with aiflow split --export") from exc
-    return Manifest.model_validate(data)
+        return Manifest.model_validate(data)
+    except ValidationError as exc:  # what JSON Schema cannot say (non-finite numbers)
+        raise ConfigError(describe_validation_error(path, exc), "re-export with aiflow split --export") from None

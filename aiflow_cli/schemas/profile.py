@@ -11,23 +11,39 @@ from typing import Literal
 
 from pydantic import Field
 
-from aiflow_cli.schemas.base import Strict
-
 from aiflow_cli.errors import ConfigError
-from aiflow_cli.schemas.loading import validate_file
+from aiflow_cli.schemas.base import Strict
+from aiflow_cli.schemas.loading import read_mapping, validate_file
 
 __all__ = [
     "SCHEMA_VERSION", "Latency", "ModelInfo", "HostInfo", "Settings", "SegmentProfile",
-    "InputBytes", "Totals", "DecodeProfile", "ProjectedSegment", "Projection", "ProfileReport",
+    "InputBytes", "Totals", "DecodeProfile", "Stability", "ProjectedSegment", "Projection", "ProfileReport",
     "load_profile",
 ]
 
-SCHEMA_VERSION = "aiflow.profile/1"
+SCHEMA_VERSION = "aiflow.profile/2"
 
 
 class Latency(Strict):
     median: float
     p90: float
+    stable: bool = Field(description="false when p90 is far above the median (see Stability)")
+
+
+class Stability(Strict):
+    """Whether the timings can be trusted, and why not.
+
+    A busy machine shows itself three ways: a tail far above the median (p90 / median), medians
+    that drift between the alternating rounds, and a sum of segment medians far from the
+    whole-model median taken in the same rounds.
+    """
+
+    stable: bool
+    whole_p90_over_median: float
+    round_drift: float = Field(description="largest / smallest whole-model median over the rounds")
+    sum_over_whole: float = Field(description="sum of segment medians / whole-model median")
+    unstable_segments: int
+    warnings: list[str] = Field(default_factory=list)
 
 
 class ModelInfo(Strict):
@@ -80,6 +96,9 @@ class Totals(Strict):
     latency_ms_whole_model: Latency
     latency_ms_sum_of_segment_medians: float
     decode_latency_ms_whole_model: Latency | None = None
+    call_overhead_ms: float = Field(description=(
+        "fixed cost of running one piece of the model as its own call (runtime call, thread-pool wake-up, "
+        "fusions lost at the boundary): (sum of segment medians - whole) / (segments - 1), at least 0"))
 
 
 class DecodeProfile(Strict):
@@ -106,7 +125,7 @@ class Projection(Strict):
 
 
 class ProfileReport(Strict):
-    schema_version: Literal["aiflow.profile/1"] = SCHEMA_VERSION
+    schema_version: Literal["aiflow.profile/2"] = SCHEMA_VERSION
     model: ModelInfo
     host: HostInfo
     settings: Settings
@@ -116,17 +135,22 @@ class ProfileReport(Strict):
     total: Totals
     decode: DecodeProfile | None = None
     projection: Projection | None = None
+    stability: Stability
+    inputs: str = Field(description="what the example input was (real photos, seeded token ids, or random)")
 
-    def apportioned_latencies_ms(self) -> list[float]:
-        """Per-segment latency that sums to the whole-model median.
+    def compute_latencies_ms(self) -> list[float]:
+        """Per-segment latency without the per-call overhead (each segment's median minus it).
 
-        Running segments one by one costs a little more than the unsplit model (per-call
-        overhead, fusions lost at the boundaries); a split pair runs as two calls, close to the
-        whole model. So the segment medians are used as shares of the whole-model time.
+        A split side runs its segments as *one* call, so its time is the sum of these plus one
+        :attr:`Totals.call_overhead_ms`; see :meth:`side_ms`.
         """
-        medians = [s.latency_ms.median for s in self.segments]
-        scale = self.total.latency_ms_whole_model.median / sum(medians)
-        return [m * scale for m in medians]
+        return [max(0.0, s.latency_ms.median - self.total.call_overhead_ms) for s in self.segments]
+
+    def side_ms(self, first: int, stop: int) -> float:
+        """Predicted time of segments ``first .. stop-1`` run as one call (0 for an empty side)."""
+        if first >= stop:
+            return 0.0
+        return sum(self.compute_latencies_ms()[first:stop]) + self.total.call_overhead_ms
 
     def cut_bytes(self) -> dict[str, int]:
         """Bytes crossing each cut, by cut name."""
@@ -134,7 +158,12 @@ class ProfileReport(Strict):
 
 
 def load_profile(path: Path) -> ProfileReport:
-    report = validate_file(Path(path), ProfileReport)
+    data = read_mapping(Path(path), "profile")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ConfigError(f"{path}: field 'schema_version': {version!r} is not {SCHEMA_VERSION!r}",
+                          "re-run aiflow profile MODEL --out FILE with this version")
+    report = validate_file(Path(path), ProfileReport, data, hint="re-run aiflow profile MODEL --out FILE")
     if len(report.segments) != len(report.cuts) + 1:
         raise ConfigError(f"{path}: {len(report.cuts)} cuts but {len(report.segments)} segments",
                           "re-run aiflow profile")

@@ -23,7 +23,7 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiflow_cli.errors import ConfigError
-from aiflow_cli.schemas.loading import read_mapping
+from aiflow_cli.schemas.loading import check_finite, describe_validation_error, read_mapping
 
 __all__ = ["RECIPE_SCHEMA_VERSION", "PruneMagnitude", "PruneChannels", "PruneDepth", "QuantizeDynamic",
            "QuantizeStatic", "QuantizeInt4", "Distill", "Evaluate", "Stage", "Recipe", "STAGES", "load_recipe",
@@ -33,7 +33,7 @@ RECIPE_SCHEMA_VERSION = "aiflow.recipe/1"
 
 
 class _Stage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PruneMagnitude(_Stage):
@@ -139,7 +139,7 @@ ONNX_STAGES = (QuantizeDynamic, QuantizeStatic, QuantizeInt4)
 
 
 class Recipe(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     schema_version: Literal["aiflow.recipe/1"] = RECIPE_SCHEMA_VERSION
     name: str
     description: str = ""
@@ -147,52 +147,45 @@ class Recipe(BaseModel):
     stages: list[Stage]
 
 
-def _stage_error(path: Path, i: int, label: str, exc: ValidationError) -> ConfigError:
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(stage)"
-        if err["type"] == "missing":
-            parts.append(f"missing field '{field}'")
-        elif err["type"] == "extra_forbidden":
-            parts.append(f"unknown field '{field}'")
-        else:
-            parts.append(f"field '{field}': {err['msg']}")
-    return ConfigError(f"{path}: stage {i + 1} ({label}): " + "; ".join(parts), "see recipes/README.md")
-
-
 def load_recipe(path: Path) -> Recipe:
     path = Path(path)
-    data = read_mapping(path)
+    data = read_mapping(path, "recipe")
+    check_finite(data, path)
     unknown = set(data) - set(Recipe.model_fields)
     if unknown:
-        raise ConfigError(f"{path}: unknown field '{sorted(unknown)[0]}'", "allowed: " + ", ".join(Recipe.model_fields))
+        raise ConfigError(f"{path}: unknown field '{sorted(map(str, unknown))[0]}'",
+                          "allowed: " + ", ".join(Recipe.model_fields))
     for key in ("name", "stages"):
         if key not in data:
             raise ConfigError(f"{path}: missing field '{key}'", "see recipes/README.md")
     raw = data["stages"]
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"{path}: field 'stages' must be a non-empty list of stages")
+        raise ConfigError(f"{path}: field 'stages' must be a non-empty list of stages", "see recipes/README.md")
+    kinds = sorted({k for k, _ in STAGES})
     stages = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict) or "kind" not in item:
-            raise ConfigError(f"{path}: stage {i + 1}: missing field 'kind'",
-                              "kind is one of: prune, quantize, distill, evaluate")
+            raise ConfigError(f"{path}: stage {i + 1}: missing field 'kind'", "kind is one of: " + ", ".join(kinds))
         kind, method = item["kind"], item.get("method")
-        key = (kind, method if kind in ("prune", "quantize") else None)
-        if kind not in {k for k, _ in STAGES}:
-            raise ConfigError(f"{path}: stage {i + 1}: unknown stage kind '{kind}'",
-                              "kind is one of: prune, quantize, distill, evaluate")
+        if not isinstance(kind, str) or kind not in kinds:
+            raise ConfigError(f"{path}: stage {i + 1}: unknown stage kind {kind!r}"[:300],
+                              "kind is one of: " + ", ".join(kinds))
+        key = (kind, method if kind in ("prune", "quantize") and isinstance(method, str) else None)
         if key not in STAGES:
-            methods = ", ".join(m for k, m in STAGES if k == kind)
-            raise ConfigError(f"{path}: stage {i + 1} ({kind}): unknown or missing field 'method' ({method!r})",
+            methods = ", ".join(str(m) for k, m in STAGES if k == kind)
+            raise ConfigError(f"{path}: stage {i + 1} ({kind}): unknown or missing field 'method' ({method!r})"[:300],
                               f"{kind} methods: {methods}")
         label = f"{kind}{'/' + method if key[1] else ''}"
         try:
             stages.append(STAGES[key].model_validate(item))
         except ValidationError as exc:
-            raise _stage_error(path, i, label, exc) from exc
-    recipe = Recipe(name=str(data["name"]), description=str(data.get("description", "")), model=data.get("model"),
-                    stages=stages)
+            raise ConfigError(describe_validation_error(f"{path}: stage {i + 1} ({label})", exc),
+                              "see recipes/README.md") from None
+    try:
+        recipe = Recipe(name=data["name"], description=data.get("description", ""), model=data.get("model"),
+                        stages=stages)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(path, exc), "see recipes/README.md") from None
     _check_order(path, recipe)
     return recipe
 

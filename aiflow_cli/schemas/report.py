@@ -25,6 +25,8 @@ class MetricValue(Strict):
 
 class Measured(Strict):
     size_bytes: int = Field(description="ONNX file size")
+    weights: str = Field(default="", description="what the float weights are, where that matters (a dequantised "
+                                                 "GGUF is not an fp32 original)")
     params: int = Field(description="parameters of the float torch model (quantisation keeps the count)")
     latency_ms: float = Field(description="onnxruntime median, same session options before and after")
     latency_p90_ms: float

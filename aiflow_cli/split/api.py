@@ -24,7 +24,7 @@ class SplitOutcome:
 def run_split(spec: str, device: Path | None, server: Path | None, links: list[Link], codec: str = "fp32",
               host_profile: Path | None = None, cuts: list[str] | None = None, export_dir: Path | None = None,
               force: bool = False, triton: bool = True, verify_count: int = 50, trust_remote_code: bool = False,
-              progress: Callable[[str, int, int], None] | None = None) -> SplitOutcome:
+              progress: Callable[[str, int, int], None] | None = None, accept_unstable: bool = False) -> SplitOutcome:
     from aiflow_cli.codecs import make_codec
     from aiflow_cli.export.api import check_export_dir
 
@@ -48,7 +48,8 @@ def run_split(spec: str, device: Path | None, server: Path | None, links: list[L
         from aiflow_cli.profiling.measure import profile_model
 
         result = plan_split(model, device, server, links, codec, host_profile,
-                            measure=lambda: profile_model(model, repeats=10, warmup=2, progress=progress))
+                            measure=lambda: profile_model(model, repeats=10, warmup=2, progress=progress),
+                            accept_unstable=accept_unstable)
     manifest = None
     if export_dir is not None:
 

@@ -5,6 +5,13 @@ For a cut ``c`` between device segments ``0..c`` and server segments ``c+1..``::
     total(c) = device(0..c) + encode(c) + bytes(c) / uplink + RTT
              + server(c+1..) + decode(c) + result_bytes / downlink
 
+    device(0..c) = sum of the device's per-segment compute + one call overhead
+    server(c+1..) = sum of the server's per-segment compute + one call overhead
+
+Each side runs its segments as one call (one ONNX session), so the per-call overhead a profile
+measures (runtime call, thread-pool wake-up, fusions lost at a boundary) is charged once per side,
+not once per segment.
+
 The two extremes are always candidates: ``device-only`` (no link at all) and ``server-only``
 (upload the raw input as the app would: JPEG q90 for images, token ids for text).
 """
@@ -16,7 +23,7 @@ from dataclasses import dataclass
 
 from aiflow_cli.schemas.plan import Candidate, PlanRow
 
-__all__ = ["CostInputs", "Link", "candidates", "best_candidate", "plan_table", "DEVICE_ONLY", "SERVER_ONLY",
+__all__ = ["SideCost", "CostInputs", "Link", "candidates", "best_candidate", "plan_table", "DEVICE_ONLY", "SERVER_ONLY",
            "PLAN_MIN_RATE", "PLAN_MAX_RATE"]
 
 DEVICE_ONLY = "device-only"
@@ -34,10 +41,22 @@ class Link:
 
 
 @dataclass(frozen=True)
+class SideCost:
+    """One machine's cost of running segments: compute per segment, plus one overhead per call."""
+
+    segment_ms: list[float]  # len(cuts) + 1
+    call_ms: float = 0.0
+
+    def span_ms(self, first: int, stop: int) -> float:
+        """Segments ``first .. stop-1`` run as one call (nothing to run: 0)."""
+        return sum(self.segment_ms[first:stop]) + self.call_ms if first < min(stop, len(self.segment_ms)) else 0.0
+
+
+@dataclass(frozen=True)
 class CostInputs:
     cuts: list[str]
-    device_ms: list[float]  # per segment, len(cuts) + 1
-    server_ms: list[float]
+    device: SideCost
+    server: SideCost
     cut_bytes: list[int]  # bytes on the wire at each cut (after the codec)
     encode_ms: list[float]
     decode_ms: list[float]
@@ -52,17 +71,19 @@ def _r(x: float) -> float:
 def candidates(c: CostInputs, link: Link) -> list[Candidate]:
     """Every candidate for this link, fastest first (ties keep device-side order)."""
     result_ms = c.result_bytes / link.down_rate * 1e3
-    out = [Candidate(cut=DEVICE_ONLY, device_ms=_r(sum(c.device_ms)), encode_ms=0, transfer_ms=0, rtt_ms=0,
-                     server_ms=0, decode_ms=0, total_ms=_r(sum(c.device_ms)), bytes=0)]
+    n = len(c.cuts) + 1
+    device_only = c.device.span_ms(0, n)
+    out = [Candidate(cut=DEVICE_ONLY, device_ms=_r(device_only), encode_ms=0, transfer_ms=0, rtt_ms=0,
+                     server_ms=0, decode_ms=0, total_ms=_r(device_only), bytes=0)]
     for i, cut in enumerate(c.cuts):
-        dev, srv = sum(c.device_ms[: i + 1]), sum(c.server_ms[i + 1:])
+        dev, srv = c.device.span_ms(0, i + 1), c.server.span_ms(i + 1, n)
         transfer = c.cut_bytes[i] / link.up_rate * 1e3 + result_ms
         total = dev + c.encode_ms[i] + transfer + link.rtt_ms + srv + c.decode_ms[i]
         out.append(Candidate(cut=cut, device_ms=_r(dev), encode_ms=_r(c.encode_ms[i]), transfer_ms=_r(transfer),
                              rtt_ms=link.rtt_ms, server_ms=_r(srv), decode_ms=_r(c.decode_ms[i]), total_ms=_r(total),
                              bytes=c.cut_bytes[i]))
     transfer = c.input_upload_bytes / link.up_rate * 1e3 + result_ms
-    srv = sum(c.server_ms)
+    srv = c.server.span_ms(0, n)
     out.append(Candidate(cut=SERVER_ONLY, device_ms=0, encode_ms=0, transfer_ms=_r(transfer), rtt_ms=link.rtt_ms,
                          server_ms=_r(srv), decode_ms=0, total_ms=_r(transfer + link.rtt_ms + srv),
                          bytes=c.input_upload_bytes))

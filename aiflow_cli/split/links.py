@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -25,8 +26,8 @@ def parse_rate(text: str) -> float:
     scale = _RATE_UNITS.get(unit) or _RATE_UNITS.get(unit.lower() if unit.lower().endswith(("bit/s", "bps")) else unit)
     if scale is None:
         raise InputError(f"unknown rate unit '{unit}' in '{text}'", "use B/s, KB/s, MB/s, GB/s, Kbit/s, Mbit/s or Gbit/s")
-    if value <= 0:
-        raise InputError(f"link rate must be positive, got '{text}'")
+    if not math.isfinite(value * scale) or value <= 0:
+        raise InputError(f"link rate must be a finite positive number, got '{text}'", "write e.g. 0.5MB/s")
     return value * scale
 
 
@@ -34,7 +35,10 @@ def parse_ms(text: str) -> float:
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s)?\s*", text)
     if not m:
         raise InputError(f"cannot read time '{text}'", "write e.g. 20ms or 0.02s")
-    return float(m.group(1)) * (1000 if m.group(2) == "s" else 1)
+    value = float(m.group(1)) * (1000 if m.group(2) == "s" else 1)
+    if not math.isfinite(value):
+        raise InputError(f"cannot read time '{text}' as a finite number", "write e.g. 20ms or 0.02s")
+    return value
 
 
 def resolve_links(paths: list[Path], bandwidth: str | None, rtt: str | None) -> list[Link]:

@@ -1,14 +1,16 @@
 """The library call behind ``aiflow split --bottleneck``: train, measure, compare, choose, export.
 
 For each cut: cache frozen-backbone features, estimate the task's Fisher information once,
-train one bottleneck per beta, and measure every point and every baseline on the evaluation
-split with real range coding. Early-exit heads are fitted and calibrated on the training split.
-With links, each point gets a predicted latency and ``auto`` picks, per link, the fastest
-(cut, beta, exit) whose top-1 stays within ``max_drop`` points of the unsplit model.
+train one bottleneck per beta on the *train* part, and measure every point and every baseline
+with real range coding. Every choice is made on *validation* (the exported operating point,
+exit thresholds, ``--auto``); every reported figure is measured on *test*, with its sample size
+and 95% interval. With links, each point gets a predicted latency and ``auto`` picks, per link,
+the fastest (cut, beta, exit) whose validation drop stays within ``max_drop`` points.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -21,14 +23,20 @@ from torch import nn
 
 from aiflow_cli.errors import InputError
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.schemas.bottleneck import BaselinePoint, BottleneckReport, ExitPoint, JointChoice, RatePoint
-from aiflow_cli.split.bottleneck.baselines import (activation_baselines, jpeg_baselines, uniform_baselines)
-from aiflow_cli.split.bottleneck.exits import ExitResult, train_exit
+from aiflow_cli.schemas.bottleneck import (BaselinePoint, BottleneckReport, DataSplit, ExitPoint, JointChoice,
+                                           OperatingPoint, RatePoint)
+from aiflow_cli.split.bottleneck.baselines import (JPEG_QUALITIES, activation_baselines, jpeg_baselines,
+                                                   uniform_baselines)
+from aiflow_cli.split.bottleneck.exits import ExitResult, exit_decisions, train_exit
 from aiflow_cli.split.bottleneck.features import CutFeatures, check_image_data, classifier_of, cut_features
+from aiflow_cli.split.bottleneck.scoring import score_predictions
 from aiflow_cli.split.bottleneck.train import TrainedPoint, TrainSettings, task_fisher, train_bottleneck
-from aiflow_cli.split.cost import Link
+from aiflow_cli.split.cost import Link, SideCost
+from aiflow_cli.schemas.figures import Drop
+from aiflow_cli.stats import drop_of, share
 
-__all__ = ["BottleneckRun", "run_bottleneck", "check_bottleneck_settings", "interpolate_bytes_at", "exit_points"]
+__all__ = ["BottleneckRun", "run_bottleneck", "check_bottleneck_settings", "parse_betas", "interpolate_bytes_at",
+           "exit_points", "choose_operating_point", "check_max_drop", "parse_jpeg_qualities"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -40,16 +48,22 @@ class BottleneckRun:
     exits: dict[str, ExitResult] = field(default_factory=dict)
 
 
+def check_max_drop(max_drop: float) -> None:
+    if not (math.isfinite(max_drop) and max_drop >= 0):
+        raise InputError(f"--max-drop must be a finite number of top-1 points, 0 or more, got {max_drop:g}",
+                         "for example --max-drop 1.0")
+
+
 def check_bottleneck_settings(model: SegmentedModel, cuts: list[str], betas: list[float], max_drop: float,
-                              data: Path | None) -> Path:
+                              data: Path | list[Path] | None) -> list[Path]:
     """Every check that can fail before minutes of work: one clear error each."""
     if not betas:
         raise InputError("--beta needs at least one value", "for example --beta 3e-5,1e-4,3e-4")
     for b in betas:
-        if not b > 0:
-            raise InputError(f"--beta must be greater than 0, got {b:g}", "for example --beta 3e-5,1e-4,3e-4")
-    if max_drop < 0:
-        raise InputError(f"--max-drop must be 0 or more top-1 points, got {max_drop:g}", "for example --max-drop 1.0")
+        if not (math.isfinite(b) and b > 0):
+            raise InputError(f"--beta must be a finite number greater than 0, got {b:g}",
+                             "for example --beta 3e-5,1e-4,3e-4")
+    check_max_drop(max_drop)
     if not cuts:
         raise InputError("--bottleneck needs a cut", "name one with --cut C (repeat --cut to compare cuts)")
     for cut in cuts:
@@ -80,6 +94,18 @@ def parse_betas(text: str) -> list[float]:
         raise InputError(f"--beta: cannot read '{text}' as numbers", "for example --beta 3e-5,1e-4,3e-4") from None
 
 
+def parse_jpeg_qualities(text: str | tuple[int, ...]) -> tuple[int, ...]:
+    if isinstance(text, tuple):
+        return text
+    try:
+        qualities = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--jpeg-quality: cannot read '{text}' as whole numbers", "for example --jpeg-quality 50,90,95") from None
+    if not qualities or any(not 1 <= q <= 95 for q in qualities):
+        raise InputError(f"--jpeg-quality: qualities run from 1 to 95, got '{text}'", "for example --jpeg-quality 50,90,95")
+    return qualities
+
+
 def interpolate_bytes_at(curve: list[tuple[float, float]], agreement: float) -> float | None:
     """Bytes a rate-agreement curve [(bytes, agreement)] needs to reach ``agreement``: the cheapest
     point at or above it, or log-linear interpolation between neighbours on its upper envelope."""
@@ -108,8 +134,8 @@ def _codec_times(point: TrainedPoint, feats: CutFeatures, count: int = 20) -> tu
     """Median ms to encode (transform + range code) and decode one input on this machine."""
     enc, dec = point.codec.device_module(), point.codec.server_module()
     te, td = [], []
-    for i in range(min(count, len(feats.eval_x))):
-        x = feats.eval_x[i:i + 1]
+    for i in range(min(count, len(feats.test))):
+        x = feats.test.x[i:i + 1]
         t0 = time.perf_counter()
         data = point.codec.pack(enc(x).numpy())
         t1 = time.perf_counter()
@@ -119,12 +145,14 @@ def _codec_times(point: TrainedPoint, feats: CutFeatures, count: int = 20) -> tu
     return statistics.median(te) * 1e3, statistics.median(td) * 1e3
 
 
-def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], data: Path | None = None,
+def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], data: Path | list[Path] | None = None,
                    settings: TrainSettings | None = None, max_drop: float = 1.0, exits: list[str] | None = None,
-                   device_ms: list[float] | None = None, server_ms: list[float] | None = None,
-                   links: list[Link] | None = None, baselines: bool = True, progress: Progress | None = None) -> BottleneckRun:
-    """Train and measure every (cut, beta); fit exits; with per-segment latencies and links, choose."""
-    root = check_bottleneck_settings(model, cuts, betas, max_drop, data)
+                   device: SideCost | None = None, server: SideCost | None = None,
+                   links: list[Link] | None = None, baselines: bool = True, progress: Progress | None = None,
+                   jpeg_qualities: tuple[int, ...] = JPEG_QUALITIES) -> BottleneckRun:
+    """Train and measure every (cut, beta); fit exits; choose on validation; with per-segment
+    latencies and links, choose per link."""
+    roots = check_bottleneck_settings(model, cuts, betas, max_drop, data)
     settings = settings or TrainSettings()
     links = links or []
     run = BottleneckRun(report=None)  # type: ignore[arg-type]
@@ -135,41 +163,70 @@ def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], d
         index = model.cut_index(cut)
         if progress:
             progress(f"features at {cut}", 0, 1)
-        feats = feats_by_cut[cut] = cut_features(model, index, root)
+        feats = feats_by_cut[cut] = cut_features(model, index, roots)
+        result_bytes = feats.test.logits.shape[-1] * feats.test.logits.element_size()
         server = _server(model, index)
-        fisher = task_fisher(server, feats.train_x, settings.fisher_samples, seed=settings.seed, patch=settings.patch)
+        fisher = task_fisher(server, feats.train.x, settings.fisher_samples, seed=settings.seed, patch=settings.patch)
         uniform = uniform_baselines(server, feats) if baselines else []
         if baselines:
-            base += [BaselinePoint(**vars(b)) for b in activation_baselines(server, feats) + uniform]
-        curve = [(b.bytes_per_input, b.agreement) for b in uniform]
+            base += [BaselinePoint(name=b.name, bytes_per_input=b.bytes_per_input, test=b.test)
+                     for b in activation_baselines(server, feats) + uniform]
+        curve = [(b.bytes_per_input, b.test.agreement.value) for b in uniform]
         for beta in betas:
             point = train_bottleneck(server, feats, beta, settings, progress=progress, fisher=fisher)
             run.trained[(cut, beta)] = point
             enc_ms, dec_ms = _codec_times(point, feats)
             points.append(RatePoint(
-                cut=cut, beta=beta, bytes_per_input=point.bytes_per_input,
-                estimated_bytes_per_input=point.estimated_bytes_per_input, metric=point.metric,
-                agreement=point.agreement, kl=point.kl, train_seconds=point.seconds, encode_ms=enc_ms,
-                decode_ms=dec_ms, uniform_bytes_at_equal_agreement=interpolate_bytes_at(curve, point.agreement),
-                latency_ms={lk.name: _split_latency(model, index, point.bytes_per_input, enc_ms, dec_ms, device_ms,
-                                                    server_ms, lk) for lk in links} if device_ms else {},
+                cut=cut, beta=beta, bytes_per_input=point.test.bytes_per_input,
+                estimated_bytes_per_input=point.test.estimated_bytes_per_input,
+                validation_bytes_per_input=point.validation.bytes_per_input,
+                validation=point.validation.scores, test=point.test.scores, train_seconds=point.seconds,
+                encode_ms=enc_ms, decode_ms=dec_ms,
+                uniform_bytes_at_equal_agreement=interpolate_bytes_at(curve, point.test.scores.agreement.value),
+                latency_ms={lk.name: _split_latency(index, point.test.bytes_per_input, enc_ms, dec_ms, device, server,
+                                                    lk, result_bytes) for lk in links} if device and server else {},
             ))
     first = feats_by_cut[cuts[0]]
     if baselines:
-        base = [BaselinePoint(**vars(b)) for b in jpeg_baselines(model.whole, root, first)] + base
-    reference = float((first.eval_logits.argmax(-1) == first.eval_labels).float().mean())
+        base = [BaselinePoint(name=b.name, bytes_per_input=b.bytes_per_input, test=b.test)
+                for b in jpeg_baselines(model.whole, roots, first.test, jpeg_qualities)] + base
     exit_list, run.exits = exit_points(model, first, exits or [], max_drop)
-    chosen = _choose(model, points, exit_list, reference, max_drop, device_ms, links) if device_ms else []
+    operating = choose_operating_point(points, max_drop)
+    chosen = _choose(model, points, run.trained, run.exits, first, max_drop, device, links) if device else []
     run.report = BottleneckReport(
-        model=model.spec, data=str(root), train_inputs=len(first.train_x), eval_inputs=len(first.eval_x),
-        reference_metric=reference, max_drop=max_drop, points=points, baselines=base, exits=exit_list,
+        model=model.spec,
+        data=DataSplit(roots=[str(r) for r in roots], rule=_rule(), train_inputs=len(first.train),
+                       validation_inputs=len(first.validation), test_inputs=len(first.test)),
+        reference_validation=share(first.validation.reference_correct.numpy()),
+        reference_test=share(first.test.reference_correct.numpy()),
+        max_drop=max_drop, points=points, baselines=base, exits=exit_list, operating_point=operating,
         chosen=chosen, links=[lk.name for lk in links])
     return run
 
 
+def _rule() -> str:
+    from aiflow_cli.data.imagenet import SPLIT_RULE
+
+    return SPLIT_RULE + "; training inputs include mirrored copies"
+
+
+def choose_operating_point(points: list[RatePoint], max_drop: float) -> OperatingPoint | None:
+    """Fewest validation bytes whose validation drop is within ``max_drop``; else the most accurate
+    on validation. Reported with its test drop and whether the test interval supports ``max_drop``."""
+    if not points:
+        return None
+    ok = [p for p in points if p.validation.drop.points <= max_drop + 1e-9]
+    pick = (min(ok, key=lambda p: p.validation_bytes_per_input) if ok
+            else max(points, key=lambda p: p.validation.top1.value))
+    return OperatingPoint(cut=pick.cut, beta=pick.beta, within_max_drop_on_validation=bool(ok),
+                          test_bytes_per_input=pick.bytes_per_input, test_drop=pick.test.drop,
+                          test_supports_max_drop=pick.test.drop.supports_within(max_drop))
+
+
 def exit_points(model: SegmentedModel, feats: CutFeatures, exits: list[str], max_drop: float
                 ) -> tuple[list[ExitPoint], dict[str, ExitResult]]:
-    """Fit and calibrate a head per exit cut; report it with the share of MACs it saves."""
+    """Fit a head per exit cut on train, calibrate on validation, report on test with the share
+    of MACs it saves."""
     if not exits:
         return [], {}
     from aiflow_cli.profiling.measure import segment_macs
@@ -180,45 +237,66 @@ def exit_points(model: SegmentedModel, feats: CutFeatures, exits: list[str], max
     for cut in exits:
         result = results[cut] = train_exit(feats, cut, classifier, max_drop)
         skipped = sum(macs[model.cut_index(cut) + 1:]) / sum(macs)
+        fired = result.test_fired
+        exit_correct = (result.test_logits.argmax(-1) == feats.test.labels)[fired].numpy()
         points.append(ExitPoint(
-            cut=cut, threshold=result.threshold, calibration_drop=result.calibration_drop,
-            exit_rate=result.exit_rate, exit_accuracy=result.exit_accuracy, metric=result.metric,
-            drop=result.drop, agreement=result.agreement, compute_saved=result.exit_rate * skipped))
+            cut=cut, threshold=result.threshold, calibration_bound=result.calibration_bound,
+            validation_exit_rate=result.validation_exit_rate, exit_rate=share(fired.numpy()),
+            exit_top1=share(exit_correct) if fired.any() else None,
+            test=score_predictions(result.test_pred, feats.test),
+            compute_saved=float(fired.float().mean()) * skipped))
     return points, results
 
 
-def _split_latency(model: SegmentedModel, index: int, nbytes: float, enc_ms: float, dec_ms: float,
-                   device_ms: list[float] | None, server_ms: list[float] | None, link: Link) -> float:
-    assert device_ms is not None and server_ms is not None
-    return (sum(device_ms[: index + 1]) + enc_ms + nbytes / link.up_rate * 1e3 + link.rtt_ms
-            + sum(server_ms[index + 1:]) + dec_ms + 4000 / link.down_rate * 1e3)  # result: 1000 fp32 logits
+def _split_latency(index: int, nbytes: float, enc_ms: float, dec_ms: float, device: SideCost,
+                   server: SideCost, link: Link, result_bytes: int) -> float:
+    return (device.span_ms(0, index + 1) + enc_ms + nbytes / link.up_rate * 1e3 + link.rtt_ms
+            + server.span_ms(index + 1, len(server.segment_ms)) + dec_ms + result_bytes / link.down_rate * 1e3)
 
 
-def _choose(model: SegmentedModel, points: list[RatePoint], exits: list[ExitPoint], reference: float,
-            max_drop: float, device_ms: list[float], links: list[Link]) -> list[JointChoice]:
-    """Per link: the fastest (cut, beta, exit-or-none) whose top-1 stays within max_drop points.
+def _choose(model: SegmentedModel, points: list[RatePoint], trained: dict[tuple[str, float], TrainedPoint],
+            exits: dict[str, ExitResult], feats: CutFeatures, max_drop: float, device: SideCost,
+            links: list[Link]) -> list[JointChoice]:
+    """Per link: the fastest (cut, beta, exit-or-none) whose *validation* drop stays within max_drop.
 
-    With an exit at cut e (on the device, so e <= the split cut) firing with probability p,
-    expected latency = p * device(0..e) + (1 - p) * split latency; the accuracy drops of the exit
-    and of the bottleneck add (a conservative bound: they can also overlap).
+    With an exit at cut e (on the device, so e <= the split cut) firing on a share p of the
+    validation inputs, expected latency = p * device(0..e) + (1 - p) * split latency; the drop of
+    the combination is measured on validation (the exit answers where it fires, the split model
+    elsewhere). The chosen plan's test drop, with its interval, is reported beside it.
     """
     out = []
     for lk in links:
         # Running everything on the device is always a candidate: no link, no accuracy cost.
         best = JointChoice(link=lk.name, cut="device-only", beta=None, exit=None, bytes_per_input=0.0,
-                           metric=reference, drop=0.0, expected_latency_ms=sum(device_ms))
+                           validation_drop=0.0, expected_latency_ms=device.span_ms(0, len(device.segment_ms)))
+        best_key: tuple[RatePoint, ExitResult | None] | None = None
         for p in points:
-            p_drop = 100 * (reference - p.metric)
-            options: list[tuple[ExitPoint | None, float, float]] = [(None, p.latency_ms[lk.name], p_drop)]
-            for e in exits:
+            options: list[tuple[ExitResult | None, float, float]] = [(None, p.latency_ms[lk.name], p.validation.drop.points)]
+            for e in exits.values():
                 if model.cut_index(e.cut) <= model.cut_index(p.cut):
-                    early = sum(device_ms[: model.cut_index(e.cut) + 1])
-                    options.append((e, e.exit_rate * early + (1 - e.exit_rate) * p.latency_ms[lk.name],
-                                    p_drop + max(0.0, e.drop)))
+                    early = device.span_ms(0, model.cut_index(e.cut) + 1)
+                    rate = e.validation_exit_rate
+                    drop = _combined(trained[(p.cut, p.beta)].validation.pred, e, feats, "validation").points
+                    options.append((e, rate * early + (1 - rate) * p.latency_ms[lk.name], drop))
             for e, latency, drop in options:
                 if drop <= max_drop + 1e-9 and latency < best.expected_latency_ms:
                     best = JointChoice(link=lk.name, cut=p.cut, beta=p.beta, exit=e.cut if e else None,
-                                       bytes_per_input=p.bytes_per_input, metric=p.metric, drop=drop,
+                                       bytes_per_input=p.bytes_per_input, validation_drop=round(drop, 4),
                                        expected_latency_ms=latency)
+                    best_key = (p, e)
+        if best_key is not None:
+            p, e = best_key
+            test_drop = p.test.drop if e is None else _combined(trained[(p.cut, p.beta)].test.pred, e, feats, "test")
+            best = best.model_copy(update={"test_drop": test_drop})
         out.append(best)
     return out
+
+
+def _combined(split_pred: torch.Tensor, exit_result: ExitResult, feats: CutFeatures, part: str) -> Drop:
+    """Drop of 'the exit where it fires, the split model elsewhere' on one part of the data."""
+    data = getattr(feats, part)
+    with torch.no_grad():
+        logits = exit_result.head.pooled(data.pooled[exit_result.cut])
+    fired, _ = exit_decisions(logits, data.logits, exit_result.threshold)
+    pred = torch.where(fired, logits.argmax(-1), split_pred)
+    return drop_of(data.reference_correct.numpy(), (pred == data.labels).numpy())

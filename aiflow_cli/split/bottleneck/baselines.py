@@ -1,6 +1,8 @@
-"""What the learned bottleneck must beat, measured on the same evaluation split.
+"""What the learned bottleneck must beat, measured on the same test images with the same care.
 
-* ``jpeg-qNN``: upload the 224x224 crop as JPEG (server-only), for qualities 10..95.
+* ``jpeg-qNN``: upload the 224x224 centre crop as JPEG (server-only). The server decodes the
+  JPEG and feeds it to the model as it is (224x224, normalised), exactly as the model sees the
+  uncompressed crop; no second resize or crop.
 * ``fp16@CUT``, ``int8-zstd@CUT``: the plain activation codecs at the same cut.
 * ``uniform-qSTEP@CUT``: the strong non-learned codec: standardise each channel with training
   statistics, quantise with step STEP (in standard deviations), entropy-code with per-channel
@@ -21,9 +23,12 @@ from torch import nn
 
 from aiflow_cli.codecs import make_codec
 from aiflow_cli.codecs.entropy import EntropyTables
-from aiflow_cli.split.bottleneck.features import CutFeatures
+from aiflow_cli.schemas.bottleneck import Scores
+from aiflow_cli.split.bottleneck.features import CutFeatures, SplitFeatures
+from aiflow_cli.split.bottleneck.scoring import score_logits
 
-__all__ = ["Baseline", "jpeg_baselines", "activation_baselines", "uniform_baselines", "UNIFORM_STEPS", "JPEG_QUALITIES"]
+__all__ = ["Baseline", "jpeg_baselines", "jpeg_roundtrip", "activation_baselines", "uniform_baselines",
+           "UNIFORM_STEPS", "JPEG_QUALITIES"]
 
 JPEG_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 UNIFORM_STEPS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -33,42 +38,36 @@ UNIFORM_STEPS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 class Baseline:
     name: str
     bytes_per_input: float
-    metric: float
-    agreement: float
-    kl: float | None = None  # mean KL(unsplit || this), nats, where the baseline has logits
+    test: Scores
 
 
-def _kl(logits: torch.Tensor, feats: CutFeatures) -> float:
-    from torch.nn import functional as F
+def jpeg_roundtrip(crop: Image.Image, quality: int) -> tuple[torch.Tensor, int]:
+    """(the model's input after a JPEG upload of ``crop``, bytes uploaded)."""
+    from aiflow_cli.data.imagenet import to_tensor
 
-    return float(F.kl_div(F.log_softmax(logits, -1), F.log_softmax(feats.eval_logits, -1), log_target=True,
-                          reduction="batchmean"))
-
-
-def _score(logits: torch.Tensor, feats: CutFeatures) -> tuple[float, float]:
-    pred = logits.argmax(-1)
-    return float((pred == feats.eval_labels).float().mean()), float((pred == feats.eval_logits.argmax(-1)).float().mean())
+    buf = io.BytesIO()
+    crop.save(buf, format="JPEG", quality=quality)
+    size = buf.tell()
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        return to_tensor(decoded), size
 
 
 @torch.no_grad()
-def jpeg_baselines(whole: nn.Module, data_root: Path, feats: CutFeatures,
+def jpeg_baselines(whole: nn.Module, roots: list[Path], test: SplitFeatures,
                    qualities: tuple[int, ...] = JPEG_QUALITIES) -> list[Baseline]:
-    from aiflow_cli.data.imagenet import _center_crop, preprocess, read_labels
+    from aiflow_cli.data.imagenet import center_crop, read_labels
 
-    records = read_labels(data_root, "eval")
-    crops = [_center_crop(Image.open(r.path).convert("RGB")) for r in records]
+    crops = []
+    for r in read_labels(roots, "test"):
+        with Image.open(r.path) as img:
+            crops.append(center_crop(img.convert("RGB")))
     out = []
     for q in qualities:
-        sizes, tensors = [], []
-        for crop in crops:
-            buf = io.BytesIO()
-            crop.save(buf, format="JPEG", quality=q)
-            sizes.append(buf.tell())
-            buf.seek(0)
-            tensors.append(preprocess(Image.open(buf)))
-        logits = torch.cat([whole(torch.stack(tensors[i:i + 50])) for i in range(0, len(tensors), 50)])
-        metric, agreement = _score(logits, feats)
-        out.append(Baseline(f"jpeg-q{q}", float(np.mean(sizes)), metric, agreement))
+        pairs = [jpeg_roundtrip(crop, q) for crop in crops]
+        tensors = torch.stack([t for t, _ in pairs])
+        logits = torch.cat([whole(tensors[i:i + 50]) for i in range(0, len(tensors), 50)])
+        out.append(Baseline(f"jpeg-q{q}", float(np.mean([n for _, n in pairs])), score_logits(logits, test)))
     return out
 
 
@@ -78,25 +77,25 @@ def activation_baselines(server: nn.Module, feats: CutFeatures, names: tuple[str
     out = []
     for name in names:
         codec = make_codec(name)
-        codec.calibrate([feats.train_x[i:i + 100] for i in range(0, len(feats.train_x), 100)])
+        codec.calibrate([feats.train.x[i:i + 100] for i in range(0, len(feats.train), 100)])
         sizes, logits = [], []
-        for i in range(len(feats.eval_x)):
-            back, nbytes = codec.roundtrip(feats.eval_x[i:i + 1])
+        for i in range(len(feats.test)):
+            back, nbytes = codec.roundtrip(feats.test.x[i:i + 1])
             sizes.append(nbytes)
             logits.append(server(back))
-        metric, agreement = _score(torch.cat(logits), feats)
         label = name.replace("-channel+zstd", "-zstd").replace("+", "-")
-        out.append(Baseline(f"{label}@{feats.cut}", float(np.mean(sizes)), metric, agreement))
+        out.append(Baseline(f"{label}@{feats.cut}", float(np.mean(sizes)), score_logits(torch.cat(logits), feats.test)))
     return out
 
 
 @torch.no_grad()
 def uniform_baselines(server: nn.Module, feats: CutFeatures, steps: tuple[float, ...] = UNIFORM_STEPS) -> list[Baseline]:
-    mean = feats.train_x.mean((0, 2, 3), keepdim=True)
-    std = feats.train_x.std((0, 2, 3), keepdim=True).clamp_min(1e-6)
+    train = feats.train.x
+    mean = train.mean((0, 2, 3), keepdim=True)
+    std = train.std((0, 2, 3), keepdim=True).clamp_min(1e-6)
     out = []
     for step in steps:
-        q_train = torch.round((feats.train_x - mean) / (std * step)).int()
+        q_train = torch.round((train - mean) / (std * step)).int()
         lo, hi = q_train.amin((0, 2, 3)), q_train.amax((0, 2, 3))
         pmfs = []
         for c in range(q_train.shape[1]):
@@ -105,15 +104,13 @@ def uniform_baselines(server: nn.Module, feats: CutFeatures, steps: tuple[float,
         tables = EntropyTables([int(v) for v in lo], pmfs)
         lo4, hi4 = lo.view(1, -1, 1, 1), hi.view(1, -1, 1, 1)
         sizes, logits = [], []
-        for i in range(len(feats.eval_x)):
-            x = feats.eval_x[i:i + 1]
+        for i in range(len(feats.test)):
+            x = feats.test.x[i:i + 1]
             q = torch.maximum(torch.minimum(torch.round((x - mean) / (std * step)).int(), hi4), lo4)
             data = tables.encode(q.numpy())
             sizes.append(len(data))
             back = torch.from_numpy(tables.decode(data)).float() * std * step + mean
             logits.append(server(back))
-        logits = torch.cat(logits)
-        metric, agreement = _score(logits, feats)
-        out.append(Baseline(f"uniform-q{step:g}@{feats.cut}", float(np.mean(sizes)), metric, agreement,
-                            _kl(logits, feats)))
+        out.append(Baseline(f"uniform-q{step:g}@{feats.cut}", float(np.mean(sizes)),
+                            score_logits(torch.cat(logits), feats.test)))
     return out

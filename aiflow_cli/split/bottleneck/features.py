@@ -1,8 +1,10 @@
 """Frozen-backbone features at a cut, cached on disk so bottleneck training takes minutes on a CPU.
 
-For the ImageNet sample: training split (class_index % 5 != 0, each image also flipped) and
-evaluation split (class_index % 5 == 0, never used for training). Alongside the activation at
-the cut: the unsplit model's logits (the distillation target) and the labels.
+The data is split by class (:data:`aiflow_cli.data.imagenet.SPLIT_RULE`): the bottleneck and
+the exit heads are fitted on *train* (each image also mirrored), every choice (beta, cut, exit
+threshold) is made on *validation*, and figures are reported on *test*. Alongside the
+activation at the cut, each part keeps the unsplit model's logits (the distillation target),
+the labels, the pooled activation at every cut (exit heads) and the classifier's input.
 """
 
 from __future__ import annotations
@@ -17,46 +19,59 @@ from aiflow_cli.errors import InputError
 from aiflow_cli.models.cache import cache_dir
 from aiflow_cli.models.segmented import SegmentedModel
 
-__all__ = ["CutFeatures", "cut_features", "check_image_data", "classifier_of"]
+__all__ = ["SplitFeatures", "CutFeatures", "cut_features", "check_image_data", "classifier_of"]
+
+_PARTS = ("train", "validation", "test")
+
+
+@dataclass
+class SplitFeatures:
+    """One part of the data seen at one cut."""
+
+    x: torch.Tensor  # (N, C, H, W) activation at the cut
+    logits: torch.Tensor  # (N, classes) the unsplit model's output
+    labels: torch.Tensor  # (N,)
+    pooled: dict[str, torch.Tensor]  # cut -> (N, C_cut) global-average-pooled activation, every cut
+    penultimate: torch.Tensor  # (N, F) the classifier's input (exit heads regress onto it)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def reference_correct(self) -> torch.Tensor:
+        """(N,) bool: where the unsplit model is right."""
+        return self.logits.argmax(-1) == self.labels
 
 
 @dataclass
 class CutFeatures:
     cut: str
-    train_x: torch.Tensor
-    train_logits: torch.Tensor
-    train_labels: torch.Tensor
-    eval_x: torch.Tensor
-    eval_logits: torch.Tensor
-    eval_labels: torch.Tensor
-    train_pooled: dict[str, torch.Tensor]  # cut -> (N, C) global-average-pooled activation, every cut
-    eval_pooled: dict[str, torch.Tensor]
-    train_penultimate: torch.Tensor | None = None  # (N, F) the classifier's input (exit heads regress onto it)
-    eval_penultimate: torch.Tensor | None = None
+    train: SplitFeatures
+    validation: SplitFeatures
+    test: SplitFeatures
+    roots: list[Path]
 
 
-def check_image_data(root: Path | None) -> Path:
-    from aiflow_cli.data.imagenet import imagenet_sample_dir, read_labels
+def check_image_data(roots: Path | list[Path] | None) -> list[Path]:
+    """The data folders to use (default: every ImageNet folder under the data root), each with
+    images in all three parts of the split."""
+    from aiflow_cli.data.imagenet import default_data_root, default_image_roots, read_labels
 
-    root = Path(root) if root is not None else imagenet_sample_dir()
-    if not (root / "labels.csv").is_file():
-        raise InputError(f"{root}: no labels.csv", "--data must be a folder with labels.csv and images/")
-    if not read_labels(root, "train") or not read_labels(root, "eval"):
-        raise InputError(f"{root}: the data folder is empty (no training or evaluation images)",
-                         "--data needs images with class_index % 5 != 0 (train) and == 0 (evaluation)")
-    return root
-
-
-@torch.no_grad()
-def _run(model: SegmentedModel, images: torch.Tensor, cut_index: int
-         ) -> tuple[torch.Tensor, torch.Tensor, dict, torch.Tensor]:
-    acts, logits, pooled, penult = [], [], {c: [] for c in model.cuts}, []
-    hook = classifier_of(model).register_forward_pre_hook(lambda _m, args: penult.append(args[0].detach().clone()))
-    try:
-        _run_batches(model, images, cut_index, acts, logits, pooled)
-    finally:
-        hook.remove()
-    return torch.cat(acts), torch.cat(logits), {c: torch.cat(v) for c, v in pooled.items()}, torch.cat(penult)
+    if roots is None or roots == []:
+        roots = default_image_roots()
+        if not roots:
+            raise InputError(f"{default_data_root()}: no ImageNet folder (imagenet-sample/, imagenet-val/)",
+                             "pass --data FOLDER with labels.csv and images/, or set AIFLOW_DATA")
+    roots = [Path(r) for r in ([roots] if isinstance(roots, (str, Path)) else roots)]
+    for root in roots:
+        if not (root / "labels.csv").is_file():
+            raise InputError(f"{root}: no labels.csv", "--data must be a folder with labels.csv and images/")
+    for part in _PARTS:
+        if not read_labels(roots, part):
+            raise InputError(f"{', '.join(map(str, roots))}: no {part} images",
+                             "--data needs images in every part of the split (class_index % 5 == 0 test, "
+                             "== 1 validation, else train)")
+    return roots
 
 
 def classifier_of(model: SegmentedModel) -> torch.nn.Linear:
@@ -68,49 +83,82 @@ def classifier_of(model: SegmentedModel) -> torch.nn.Linear:
     return linears[-1]
 
 
-def _run_batches(model: SegmentedModel, images: torch.Tensor, cut_index: int, acts: list, logits: list,
-                 pooled: dict) -> None:
-    for i in range(0, len(images), 25):
-        h = images[i:i + 25]
-        for j, seg in enumerate(model.segments):
-            h = seg.module(h)
-            if j < len(model.cuts):
-                pooled[model.cuts[j]].append(h.mean((2, 3)))
+@torch.no_grad()
+def _run(model: SegmentedModel, images: torch.Tensor, cut_index: int | None, shared: bool) -> dict[str, torch.Tensor]:
+    """The activation at ``cut_index`` (if given) and, with ``shared``, what every cut shares:
+    the unsplit logits, the pooled activation at every cut and the classifier's input."""
+    acts, logits, pooled, penult = [], [], {c: [] for c in model.cuts}, []
+    stop = len(model.segments) if shared else cut_index + 1  # type: ignore[operator]
+    hook = classifier_of(model).register_forward_pre_hook(lambda _m, args: penult.append(args[0].detach().clone()))
+    try:
+        for i in range(0, len(images), 25):
+            h = images[i:i + 25]
+            for j, seg in enumerate(model.segments[:stop]):
+                h = seg.module(h)
+                if j < len(model.cuts) and shared:
+                    pooled[model.cuts[j]].append(h.mean((2, 3)))
                 if j == cut_index:
                     acts.append(h.clone())
-        logits.append(h)
+            if shared:
+                logits.append(h)
+    finally:
+        hook.remove()
+    out = {"x": torch.cat(acts)} if cut_index is not None else {}
+    if shared:
+        out.update({"logits": torch.cat(logits), "penultimate": torch.cat(penult)})
+        out.update({f"pooled.{c}": torch.cat(v) for c, v in pooled.items()})
+    return out
 
 
-def cut_features(model: SegmentedModel, cut_index: int, data: Path | None = None) -> CutFeatures:
-    from safetensors.torch import load_file, save_file
-
+def _load_part(model: SegmentedModel, roots: list[Path], part: str, cut_index: int | None,
+               shared: bool) -> dict[str, torch.Tensor]:
     from aiflow_cli.data.imagenet import load_batch, read_labels
 
-    root = check_image_data(data)
-    cut = model.cuts[cut_index]
-    folder = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]  # stable across processes
-    key = f"v2-{model.fingerprint()[:16]}-{folder}-{cut}.safetensors"
-    path = cache_dir("features") / key
+    images, labels = load_batch(read_labels(roots, part))  # type: ignore[arg-type]
+    if part == "train":  # mirrored copies: twice the training inputs for free
+        images, labels = torch.cat([images, images.flip(-1)]), torch.cat([labels, labels])
+    out = _run(model, images, cut_index, shared)
+    if shared:
+        out["labels"] = labels
+    return out
+
+
+def _cached(path: Path, compute) -> dict[str, torch.Tensor]:  # noqa: ANN001 - () -> dict
+    from safetensors.torch import load_file, save_file
+
     if path.is_file():
-        t = load_file(str(path))
-    else:
-        train_images, train_labels = load_batch(read_labels(root, "train"))
-        train_images = torch.cat([train_images, train_images.flip(-1)])
-        train_labels = torch.cat([train_labels, train_labels])
-        eval_images, eval_labels = load_batch(read_labels(root, "eval"))
-        tx, tl, tp, tf = _run(model, train_images, cut_index)
-        ex, el, ep, ef = _run(model, eval_images, cut_index)
-        t = {"train_x": tx, "train_logits": tl, "train_labels": train_labels, "eval_x": ex, "eval_logits": el,
-             "eval_labels": eval_labels, "train_penultimate": tf, "eval_penultimate": ef}
-        t.update({f"train_pooled.{c}": v for c, v in tp.items()})
-        t.update({f"eval_pooled.{c}": v for c, v in ep.items()})
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in t.items()}, str(tmp))
-        tmp.replace(path)
-    return CutFeatures(
-        cut=cut, train_x=t["train_x"], train_logits=t["train_logits"], train_labels=t["train_labels"],
-        eval_x=t["eval_x"], eval_logits=t["eval_logits"], eval_labels=t["eval_labels"],
-        train_pooled={c: t[f"train_pooled.{c}"] for c in model.cuts},
-        eval_pooled={c: t[f"eval_pooled.{c}"] for c in model.cuts},
-        train_penultimate=t["train_penultimate"], eval_penultimate=t["eval_penultimate"],
-    )
+        return load_file(str(path))
+    t = compute()
+    tmp = path.with_suffix(f".tmp{id(t)}")
+    save_file({k: v.contiguous() for k, v in t.items()}, str(tmp))
+    tmp.replace(path)
+    return t
+
+
+def cut_features(model: SegmentedModel, cut_index: int | None, data: Path | list[Path] | None = None) -> CutFeatures:
+    """Features of every part of the data; the activation ``x`` only at ``cut_index`` (None: exits
+    only need what every cut shares, and ``x`` is empty). Cached per model, folders and cut."""
+    roots = check_image_data(data)
+    folders = hashlib.sha256("|".join(str(r.resolve()) for r in roots).encode()).hexdigest()[:8]
+    stem = f"v3-{model.fingerprint()[:16]}-{folders}"
+    shared_path = cache_dir("features") / f"{stem}-shared.safetensors"
+    cut = model.cuts[cut_index] if cut_index is not None else None
+    cut_path = cache_dir("features") / f"{stem}-{cut}.safetensors"
+    if shared_path.is_file():
+        t = _cached(shared_path, dict)
+    else:  # one pass computes what every cut shares and the activation at this cut
+        t = {f"{part}/{k}": v for part in _PARTS for k, v in _load_part(model, roots, part, cut_index, True).items()}
+        _cached(shared_path, lambda: {k: v for k, v in t.items() if not k.endswith("/x")})
+        if cut is not None:
+            _cached(cut_path, lambda: {k: v for k, v in t.items() if k.endswith("/x")})
+    if cut is not None and "test/x" not in t:
+        t.update(_cached(cut_path, lambda: {f"{part}/x": _load_part(model, roots, part, cut_index, False)["x"]
+                                            for part in _PARTS}))
+
+    def part(name: str) -> SplitFeatures:
+        return SplitFeatures(x=t.get(f"{name}/x", torch.empty(0)), logits=t[f"{name}/logits"],
+                             labels=t[f"{name}/labels"], pooled={c: t[f"{name}/pooled.{c}"] for c in model.cuts},
+                             penultimate=t[f"{name}/penultimate"])
+
+    return CutFeatures(cut=cut or "", train=part("train"), validation=part("validation"), test=part("test"),
+                       roots=roots)

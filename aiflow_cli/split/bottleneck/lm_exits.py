@@ -4,8 +4,9 @@ The head reads ``A h_k + b``, a linear map fitted by ridge regression from layer
 states onto the last layer's (the input the shared head reads) on WikiText-2 *valid*; so it
 distils the full model's output through its own head. An exit fires for a token when its max
 softmax passes a threshold calibrated on a held-out part of *valid* with the same label-free
-bound as the image exits (share of tokens where it fires and disagrees with the full model, at
-half of ``max_drop``). WikiText-2 *test* reports next-token top-1, drop, exit rate and compute saved.
+bound as the image exits (the upper confidence bound of the share of tokens where it fires and
+disagrees with the full model, within ``max_drop``). WikiText-2 *test* reports next-token top-1, drop, exit rate and compute
+saved, each with its 95% interval.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ import torch
 
 from aiflow_cli.errors import InputError
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.schemas.bottleneck import ExitPoint
+from aiflow_cli.schemas.bottleneck import ExitPoint, Scores
+from aiflow_cli.schemas.figures import Share
 from aiflow_cli.split.bottleneck.exits import calibrate_threshold, ridge_map
+from aiflow_cli.stats import drop_of, share
 
-__all__ = ["lm_exit_points", "LmTokens"]
+__all__ = ["lm_exit_points", "LmTokens", "LmExitRun", "LM_SPLIT_RULE"]
+
+LM_SPLIT_RULE = ("WikiText-2: valid, first 3/4 of the tokens fit the exit maps, last 1/4 calibrates the thresholds "
+                 "(validation); test reports")
 
 Progress = Callable[[str, int, int], None]
 
@@ -89,9 +95,20 @@ def _layer_macs(model: SegmentedModel) -> list[float]:
     return out
 
 
+@dataclass
+class LmExitRun:
+    reference_validation: Share
+    reference_test: Share
+    fit_tokens: int
+    calibration_tokens: int
+    test_tokens: int
+    points: list[ExitPoint]
+
+
 def lm_exit_points(model: SegmentedModel, exits: list[str], max_drop: float, train_tokens: int = 8192,
-                   eval_tokens: int = 8192, progress: Progress | None = None) -> tuple[float, int, list[ExitPoint]]:
-    """(next-token top-1 of the full model on test, test tokens, one point per exit)."""
+                   eval_tokens: int = 8192, progress: Progress | None = None) -> LmExitRun:
+    """Fit each exit's map on the first 3/4 of the WikiText-2 valid tokens, calibrate its threshold on
+    the last 1/4 (the validation part), report on WikiText-2 test."""
     if model.task != "causal-lm":
         raise InputError(f"{model.name} is a {model.task} model", "LM exits need a causal LM such as zoo:smollm2-135m")
     for e in exits:
@@ -101,20 +118,26 @@ def lm_exit_points(model: SegmentedModel, exits: list[str], max_drop: float, tra
     macs = _layer_macs(model)
     held = torch.zeros(len(train.final), dtype=torch.bool)
     held[int(len(held) * 0.75):] = True  # the last quarter of valid calibrates
-    ref = float((test.logits_top == test.targets).float().mean())
+    ref_correct = (test.logits_top == test.targets).numpy()
     points = []
     for e in exits:
         w, b = ridge_map(train.hidden[e][~held], train.final[~held], 1e-2)
         conf, top = _head_confidence(model, train.hidden[e][held] @ w.T + b)
         threshold, bound = calibrate_threshold(conf, top != train.logits_top[held], max_drop)
+        validation_rate = float((conf >= threshold).float().mean())
         conf, top = _head_confidence(model, test.hidden[e] @ w.T + b)
         fired = conf >= threshold
         pred = torch.where(fired, top, test.logits_top)
-        metric = float((pred == test.targets).float().mean())
+        correct = (pred == test.targets).numpy()
         skipped = sum(macs[model.cut_index(e) + 1:-1]) / sum(macs)  # the head runs either way
         points.append(ExitPoint(
-            cut=e, threshold=threshold, calibration_drop=bound, exit_rate=float(fired.float().mean()),
-            exit_accuracy=float((top[fired] == test.targets[fired]).float().mean()) if fired.any() else 0.0,
-            metric=metric, drop=100 * (ref - metric), agreement=float((pred == test.logits_top).float().mean()),
+            cut=e, threshold=threshold, calibration_bound=bound, validation_exit_rate=validation_rate,
+            exit_rate=share(fired.numpy()),
+            exit_top1=share((top[fired] == test.targets[fired]).numpy()) if fired.any() else None,
+            test=Scores(top1=share(correct), agreement=share((pred == test.logits_top).numpy()),
+                        drop=drop_of(ref_correct, correct)),
             compute_saved=float(fired.float().mean()) * skipped))
-    return ref, len(test.targets), points
+    val_ref = (train.logits_top[held] == train.targets[held]).numpy()
+    return LmExitRun(reference_validation=share(val_ref), reference_test=share(ref_correct),
+                     fit_tokens=int((~held).sum()), calibration_tokens=int(held.sum()), test_tokens=len(test.targets),
+                     points=points)

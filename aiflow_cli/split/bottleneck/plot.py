@@ -13,6 +13,8 @@ __all__ = ["plot_rate_accuracy"]
 
 
 def plot_rate_accuracy(report: BottleneckReport, path: Path) -> None:
+    """Two panels (test top-1, test agreement) against bytes per image; learned points with their
+    95% intervals, baselines as curves, the unsplit model and the allowed drop as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,25 +25,29 @@ def plot_rate_accuracy(report: BottleneckReport, path: Path) -> None:
     for b in report.baselines:
         family = re.sub(r"-q[\d.]+", "", b.name)  # jpeg-q90 -> jpeg, uniform-q1@c -> uniform@c
         families.setdefault(family, []).append(b)
-    for ax, field, label in ((axes[0], "metric", "top-1"), (axes[1], "agreement", "top-1 agreement with unsplit")):
+    for ax, field, label in ((axes[0], "top1", "top-1 (test)"), (axes[1], "agreement", "top-1 agreement with unsplit (test)")):
         for family, pts in families.items():
             pts = sorted(pts, key=lambda b: b.bytes_per_input)
             style = "o" if len(pts) == 1 else ".-"
-            ax.plot([p.bytes_per_input for p in pts], [getattr(p, field) for p in pts], style, label=family, alpha=0.8)
+            ax.plot([p.bytes_per_input for p in pts], [getattr(p.test, field).value for p in pts], style, label=family,
+                    alpha=0.8)
         for cut in dict.fromkeys(p.cut for p in report.points):
             pts = sorted((p for p in report.points if p.cut == cut), key=lambda p: p.bytes_per_input)
-            ax.plot([p.bytes_per_input for p in pts], [getattr(p, field) for p in pts], "s-", lw=2.5,
-                    label=f"learned@{cut}")
-        if field == "metric":
-            ax.axhline(report.reference_metric, color="k", ls=":", lw=1, label="unsplit")
-            ax.axhline(report.reference_metric - report.max_drop / 100, color="r", ls=":", lw=1,
-                       label=f"-{report.max_drop:g} point")
+            values = [getattr(p.test, field) for p in pts]
+            err = [[v.value - v.ci95[0] for v in values], [v.ci95[1] - v.value for v in values]]
+            ax.errorbar([p.bytes_per_input for p in pts], [v.value for v in values], yerr=err, fmt="s-", lw=2.5,
+                        capsize=3, label=f"learned@{cut} (95% CI)")
+        if field == "top1":
+            ref = report.reference_test.value
+            ax.axhline(ref, color="k", ls=":", lw=1, label="unsplit")
+            ax.axhline(ref - report.max_drop / 100, color="r", ls=":", lw=1, label=f"-{report.max_drop:g} point")
         ax.set_xscale("log")
         ax.set_xlabel("bytes per image (coded)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{report.model}: rate vs accuracy, {report.eval_inputs} evaluation images")
+    fig.suptitle(f"{report.model}: rate vs accuracy on {report.data.test_inputs} test images "
+                 f"(choices made on {report.data.validation_inputs} validation images)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

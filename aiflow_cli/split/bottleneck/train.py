@@ -26,9 +26,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from aiflow_cli.codecs.learned import BottleneckNet, LearnedBottleneckCodec, space_to_depth, step_for_beta
-from aiflow_cli.split.bottleneck.features import CutFeatures
+from aiflow_cli.schemas.bottleneck import Scores
+from aiflow_cli.split.bottleneck.features import CutFeatures, SplitFeatures
+from aiflow_cli.split.bottleneck.scoring import score_logits
 
-__all__ = ["TrainSettings", "TrainedPoint", "train_bottleneck", "evaluate_codec_on_features", "task_fisher"]
+__all__ = ["TrainSettings", "CodecRate", "TrainedPoint", "train_bottleneck", "evaluate_codec", "task_fisher"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -49,15 +51,22 @@ class TrainSettings:
 
 
 @dataclass
+class CodecRate:
+    """A codec's bytes and scores on one part of the data (each input coded on its own)."""
+
+    bytes_per_input: float  # coded, header included
+    estimated_bytes_per_input: float  # -log2 p(q) / 8 under the coded tables, header excluded
+    scores: Scores
+    pred: torch.Tensor  # (N,) the split model's top-1 per input
+
+
+@dataclass
 class TrainedPoint:
     beta: float
     codec: LearnedBottleneckCodec
     server: nn.Module
-    bytes_per_input: float  # coded, header included
-    estimated_bytes_per_input: float  # -log2 p(q) / 8 under the coded tables, header excluded
-    metric: float  # top-1 on the evaluation split
-    agreement: float  # top-1 agreement with the unsplit model
-    kl: float  # mean KL(unsplit || split) on the evaluation split, nats: the smooth twin of agreement
+    validation: CodecRate
+    test: CodecRate
     seconds: float
 
 
@@ -102,7 +111,7 @@ def train_bottleneck(server: nn.Module, feats: CutFeatures, beta: float, setting
     server = copy.deepcopy(server).eval()
     for p in server.parameters():
         p.requires_grad_(False)
-    x_train, n = feats.train_x, len(feats.train_x)
+    x_train, n = feats.train.x, len(feats.train.x)
     if fisher is None:
         fisher = task_fisher(server, x_train, settings.fisher_samples, seed=settings.seed, patch=settings.patch)
     block = x_train.shape[1] * settings.patch ** 2
@@ -139,7 +148,7 @@ def train_bottleneck(server: nn.Module, feats: CutFeatures, beta: float, setting
         for idx in _batches(n, settings.batch_size):
             x_hat, lik = net(x_train[idx])
             rate = -torch.log2(lik).sum() / len(idx)
-            loss = _kl(server(x_hat), feats.train_logits[idx]) + beta * rate
+            loss = _kl(server(x_hat), feats.train.logits[idx]) + beta * rate
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -153,26 +162,20 @@ def train_bottleneck(server: nn.Module, feats: CutFeatures, beta: float, setting
         p.requires_grad_(False)
     net.fit_support([x_train[i:i + 100] for i in range(0, n, 100)])
     codec = LearnedBottleneckCodec(net)
-    point = evaluate_codec_on_features(codec, server, feats)
-    return TrainedPoint(beta=beta, codec=codec, server=server, seconds=time.perf_counter() - t0, **point)
+    return TrainedPoint(beta=beta, codec=codec, server=server, validation=evaluate_codec(codec, server, feats.validation),
+                        test=evaluate_codec(codec, server, feats.test), seconds=time.perf_counter() - t0)
 
 
 @torch.no_grad()
-def evaluate_codec_on_features(codec: LearnedBottleneckCodec, server: nn.Module, feats: CutFeatures) -> dict:
-    """Coded bytes per input (each image coded on its own), estimated bytes, top-1, agreement."""
+def evaluate_codec(codec: LearnedBottleneckCodec, server: nn.Module, part: SplitFeatures) -> CodecRate:
+    """Coded bytes per input (each input coded on its own, as it would be sent), estimated bytes, scores."""
     coded, estimated, preds = [], [], []
     encode, decode = codec.device_module(), codec.server_module()
-    for i in range(len(feats.eval_x)):
-        x = feats.eval_x[i:i + 1]
-        wire = encode(x).numpy()
+    for i in range(len(part)):
+        wire = encode(part.x[i:i + 1]).numpy()
         data = codec.pack(wire)
         coded.append(len(data.data))
         estimated.append(codec.tables.bits(wire) / 8)
-        back = torch.from_numpy(codec.unpack(data))
-        preds.append(server(decode(back)))
+        preds.append(server(decode(torch.from_numpy(codec.unpack(data)))))
     logits = torch.cat(preds)
-    pred = logits.argmax(-1)
-    return {"bytes_per_input": float(np.mean(coded)), "estimated_bytes_per_input": float(np.mean(estimated)),
-            "kl": float(_kl(logits, feats.eval_logits)),
-            "metric": float((pred == feats.eval_labels).float().mean()),
-            "agreement": float((pred == feats.eval_logits.argmax(-1)).float().mean())}
+    return CodecRate(float(np.mean(coded)), float(np.mean(estimated)), score_logits(logits, part), logits.argmax(-1))

@@ -1,0 +1,31 @@
+"""Figures that carry their own uncertainty: a share with its sample size and 95% interval, and a
+paired top-1 drop with its interval. Built by :mod:`aiflow_cli.stats`; used by every report."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from aiflow_cli.schemas.base import Strict
+
+__all__ = ["Share", "Drop"]
+
+
+class Share(Strict):
+    """A share measured on ``n`` inputs (top-1, agreement, exit rate) with its 95% Wilson interval."""
+
+    value: float
+    n: int
+    ci95: tuple[float, float]
+
+
+class Drop(Strict):
+    """Top-1 points lost against a reference on the same ``n`` inputs (positive = worse), with a
+    95% paired-bootstrap interval."""
+
+    points: float
+    n: int
+    ci95: tuple[float, float] = Field(description="95% paired-bootstrap interval, in points")
+
+    def supports_within(self, limit: float) -> bool:
+        """Whether the interval (not only the estimate) keeps the drop within ``limit`` points."""
+        return self.ci95[1] <= limit + 1e-9

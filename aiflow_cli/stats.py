@@ -1,0 +1,68 @@
+"""Sample sizes and 95% intervals for every accuracy figure aiflow reports.
+
+Two intervals, both standard:
+
+* a share ``k / n`` (top-1, agreement, exit rate) gets the Wilson score interval, which stays
+  inside [0, 1] and behaves at 0 and n, where the normal approximation does not;
+* a *difference* of two shares measured on the same inputs (the top-1 drop of a split against
+  the unsplit model) gets a paired bootstrap: resample inputs with replacement, recompute the
+  difference, take the 2.5% and 97.5% quantiles. Pairing matters: both models see the same
+  images, so most of the per-image noise cancels.
+
+A claim "drop within P points" is *supported* only when the upper end of the drop's interval is
+at most P; a point estimate within P with an interval reaching past it is reported as such.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from aiflow_cli.schemas.figures import Drop, Share
+
+__all__ = ["Z95", "wilson_interval", "paired_difference_interval", "Share", "share", "Drop", "drop_of"]
+
+Z95 = 1.959963984540054
+BOOTSTRAP_SAMPLES = 2000
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n (n >= 1)."""
+    if n < 1:
+        raise ValueError("an interval needs at least one sample")
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_difference_interval(a: np.ndarray, b: np.ndarray, samples: int = BOOTSTRAP_SAMPLES,
+                               seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of mean(a) - mean(b) for per-input scores measured on the same inputs."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError("paired scores must be two 1-D arrays of the same non-zero length")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(samples, len(diff)))
+    means = diff[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def share(hits: np.ndarray | list[bool]) -> Share:
+    hits = np.asarray(hits, dtype=bool)
+    k, n = int(hits.sum()), int(hits.size)
+    lo, hi = wilson_interval(k, n)
+    return Share(value=k / n, n=n, ci95=(round(lo, 4), round(hi, 4)))
+
+
+def drop_of(reference_correct: np.ndarray, correct: np.ndarray) -> Drop:
+    """Drop in top-1 points of ``correct`` against ``reference_correct`` (per-input booleans)."""
+    ref = np.asarray(reference_correct, dtype=np.float64)
+    ours = np.asarray(correct, dtype=np.float64)
+    lo, hi = paired_difference_interval(ref, ours)
+    return Drop(points=round(100 * float(ref.mean() - ours.mean()), 4), n=len(ref),
+                ci95=(round(100 * lo, 4), round(100 * hi, 4)))
