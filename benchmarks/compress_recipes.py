@@ -52,12 +52,20 @@ def main() -> None:
         print(f"| {name} | {b.size_bytes / 1e6:.1f} MB -> {a.size_bytes / 1e6:.1f} MB ({a.size_bytes / b.size_bytes:.3f}x) "
               f"| {b.latency_ms:.2f} -> {a.latency_ms:.2f} ({r.latency_ratio_paired:.3f}x; "
               f"{', '.join(f'{x:.2f}' for x in r.latency_ratios)}) "
-              f"| {a.metric.name}: {b.metric.value:.4f} -> {a.metric.value:.4f} | {extras} | {r.seconds_total:.0f} s |")
+              f"| {a.metric.name}: {_fmt(b.metric.value)}{' (dequantised GGUF)' if b.weights else ''} -> "
+              f"{_fmt(a.metric.value)} | {extras} | {r.seconds_total:.0f} s |")
     print()
     for name, r in reports.items():
         print(f"- {name}: latency input {r.latency_input}; data {r.data}")
+        if r.before.weights:
+            print(f"  - 'before' is not an fp32 original: {r.before.weights}")
     if args.json:
         args.json.write_text(json.dumps({k: v.model_dump(mode="json") for k, v in reports.items()}, indent=1))
+
+
+def _fmt(value: float) -> str:
+    """Shares to six decimals (a cosine of 0.999998 is not 1), other metrics to four."""
+    return f"{value:.6f}" if abs(value) <= 1 else f"{value:.4f}"
 
 
 if __name__ == "__main__":

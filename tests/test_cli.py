@@ -8,7 +8,8 @@ from aiflow_cli import __version__
 from aiflow_cli.cli.main import app
 
 
-@pytest.mark.parametrize("verb", [[], ["profile"], ["split"], ["compress"], ["serve-pair"]])
+@pytest.mark.parametrize("verb", [[], ["profile"], ["split"], ["compress"], ["serve-pair"], ["serve-pair", "server"],
+                                  ["serve-pair", "device"], ["serve-pair", "link"], ["serve-pair", "bench"]])
 def test_every_command_has_help(runner, verb):
     result = runner.invoke(app, [*verb, "--help"])
     assert result.exit_code == 0, result.output
@@ -21,10 +22,11 @@ def test_version_prints_package_version(runner):
     assert __version__ in result.output
 
 
-def test_unimplemented_verbs_say_so_and_exit_2(runner):
-    result = runner.invoke(app, ["serve-pair", "somewhere"])
+def test_a_usage_error_is_one_line_with_where_to_look(runner):
+    result = runner.invoke(app, ["serve-pair", "bench", "somewhere", "--requests", "many"])
     assert result.exit_code == 2
-    assert "not available" in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.strip()]
+    assert "--requests" in line and "aiflow serve-pair bench --help" in line
 
 
 def test_atomically_written_files_get_the_mode_open_would_give(tmp_path):

@@ -156,13 +156,37 @@ def test_manifest_validates_against_the_shipped_schema(effnet_export):
     jsonschema.validate(json.loads((out / "manifest.json").read_text()), schema)
 
 
-def test_triton_config_matches_the_manifest(effnet_export):
+def test_every_triton_config_parses_back_and_matches_the_manifest(effnet_export):
+    """Configs are ModelConfig protobufs in text format: parse each back and check names, dtypes and dims."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
     out, manifest = effnet_export
     pair = manifest.pairs[0]
-    config = (out / "triton" / "efficientnet-lite0-server-block3" / "config.pbtxt").read_text()
-    assert 'name: "activation"' in config and "dims: [ 40, 28, 28 ]" in config
-    assert 'name: "logits"' in config and "TYPE_FP32" in config
-    model = out / "triton" / "efficientnet-lite0-server-block3" / "1" / "model.onnx"
+    name = "efficientnet-lite0-server-block3"
+    configs = {}
+    for folder in sorted((out / "triton").iterdir()):
+        configs[folder.name] = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
+        assert configs[folder.name].name == folder.name
+    assert set(configs) == {name, f"{name}-decode", f"{name}-onnx"}
+
+    def decls(tensors):  # noqa: ANN001, ANN202
+        return [(t.name, mc.DataType.Name(t.data_type), list(t.dims)) for t in tensors]
+
+    wire = [(d.name, "TYPE_UINT8", [-1]) for d in pair.crossing]
+    server_in = [(d.name, "TYPE_FP32", [-1 if isinstance(x, str) else x for x in d.shape]) for d in pair.server.inputs]
+    server_out = [(d.name, "TYPE_FP32", [-1 if isinstance(x, str) else x for x in d.shape]) for d in pair.server.outputs]
+    assert server_in == [("activation", "TYPE_FP32", [-1, 40, 28, 28])]
+    ens, dec, onnx_step = configs[name], configs[f"{name}-decode"], configs[f"{name}-onnx"]
+    assert ens.platform == "ensemble" and decls(ens.input) == wire and decls(ens.output) == server_out
+    assert dec.backend == "python" and decls(dec.input) == wire
+    assert [(n.replace("__decoded", ""), t, d) for n, t, d in decls(dec.output)] == server_in
+    assert onnx_step.platform == "onnxruntime_onnx" and decls(onnx_step.input) == server_in
+    assert decls(onnx_step.output) == server_out
+    steps = ens.ensemble_scheduling.step
+    assert [s.model_name for s in steps] == [f"{name}-decode", f"{name}-onnx"]
+    assert dict(steps[1].input_map) == {"activation": "activation__decoded"}
+    model = out / "triton" / f"{name}-onnx" / "1" / "model.onnx"
     assert model.read_bytes() == (out / pair.server.file).read_bytes()
 
 

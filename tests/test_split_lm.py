@@ -76,3 +76,87 @@ def test_verify_replays_the_lm_pair_and_catches_a_server_that_computes_something
     result = runner.invoke(app, ["split", "verify", str(copy)])
     assert result.exit_code == 3, result.output
     assert "layer2" in result.stderr and "do not reproduce" in result.stderr
+
+
+@pytest.mark.needs_data("spec-bench")
+def test_split_smollm2_generates_over_the_link_token_for_token_with_eight_sessions_at_once(lm_export, smollm2):
+    """The layer15 pair served by the embedded engine, behind an emulated 2 MB/s, 20 ms link; eight
+    devices generate 32 greedy tokens each for eight Spec-Bench prompts at the same time."""
+    import socket
+    import threading
+
+    from aiflow_cli.data.specbench import read_prompts
+    from aiflow_cli.export.lm_pair import greedy_reference
+    from aiflow_cli.serve.bench import ServerProcess
+    from aiflow_cli.serve.device import V2Client
+    from aiflow_cli.serve.generate import LMDevice
+    from aiflow_cli.serve.link import LinkShape, start_link_thread
+
+    manifest = load_manifest(lm_export)
+    pair = next(p for p in manifest.pairs if p.cut == "layer15")
+    prompts = [smollm2.tokenizer(p.text, return_tensors="pt")["input_ids"][:, :48] for p in read_prompts(8)]
+    expected = [greedy_reference(smollm2, ids, 32) for ids in prompts]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ServerProcess(lm_export, port, threads=1)
+    server.wait_ready()
+    proxy, _ = start_link_thread(("127.0.0.1", port), LinkShape(2e6, 10), LinkShape(2e6, 10))
+    results: dict[int, object] = {}
+
+    def run(k: int) -> None:
+        client = V2Client(f"127.0.0.1:{proxy.port}")
+        results[k] = LMDevice(lm_export, manifest, pair, threads=1).generate(
+            client, prompts[k][0].tolist(), 32, eos=eos_ids(smollm2))
+        client.close()
+
+    try:
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+    finally:
+        proxy.stop()
+        server.stop()
+    assert sorted(results) == list(range(8))
+    for k in range(8):
+        assert results[k].tokens == expected[k], k
+        assert results[k].round_trips == len(expected[k]) and results[k].resent_prefixes == 0
+
+
+def test_a_server_that_lost_the_session_gets_the_prefix_again_and_nothing_is_lost(lm_export, smollm2):
+    """The server evicts sessions after 0.3 s idle; the device pauses mid-generation, gets a 409,
+    resends its prefix and the output is unchanged."""
+    import socket
+    import time
+
+    from aiflow_cli.export.lm_pair import greedy_reference
+    from aiflow_cli.serve.bench import ServerProcess
+    from aiflow_cli.serve.device import V2Client
+    from aiflow_cli.serve.generate import LMDevice
+
+    manifest = load_manifest(lm_export)
+    pair = next(p for p in manifest.pairs if p.cut == "layer2")
+    ids = smollm2.tokenizer("The quickest way to split a model across a link is", return_tensors="pt")["input_ids"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ServerProcess(lm_export, port, threads=1, extra=["--idle-seconds", "0.3"])
+    server.wait_ready()
+    client = V2Client(f"127.0.0.1:{port}")
+    original, paused = client.infer, []
+
+    def slow_infer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - a device that dawdles once, mid-generation
+        if kwargs.get("parameters", {}).get("position", 0) > ids.shape[1] + 4 and not paused:
+            paused.append(True)
+            time.sleep(0.6)
+        return original(*args, **kwargs)
+
+    client.infer = slow_infer
+    try:
+        gen = LMDevice(lm_export, manifest, pair, threads=1).generate(client, ids[0].tolist(), 10, eos=eos_ids(smollm2))
+    finally:
+        server.stop()
+    assert gen.resent_prefixes >= 1
+    assert gen.tokens == greedy_reference(smollm2, ids, 10)

@@ -65,7 +65,7 @@ def main(
 app.command("profile")(profile.profile_cmd)
 app.command("split")(split.split_cmd)
 app.command("compress")(compress.compress_cmd)
-app.command("serve-pair")(serve_pair.serve_pair_cmd)
+app.add_typer(serve_pair.app, name="serve-pair")
 
 
 def run() -> None:

@@ -1,24 +1,214 @@
-"""``aiflow serve-pair``: run an exported device/server pair across a link."""
+"""``aiflow serve-pair``: run exported pairs across a real or emulated link on the KServe v2 protocol.
+
+Sub-commands: ``server`` (serve the server halves), ``device`` (run the device halves against a
+server), ``link`` (an emulated link between them), ``bench`` (all three locally, measured
+against the plan's prediction).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
+from rich.table import Table
 
-from aiflow_cli.cli.common import cli_errors
-from aiflow_cli.errors import AiflowError
+from aiflow_cli.cli.common import cli_errors, console, err_console, fmt_bytes, progress_bar
+from aiflow_cli.cli.options import JsonOpt, OutFileOpt
+from aiflow_cli.errors import InputError
 
-__all__ = ["serve_pair_cmd"]
+__all__ = ["app"]
+
+app = typer.Typer(help="Run exported device/server pairs across a real or emulated link (KServe v2 protocol).",
+                  no_args_is_help=True, add_completion=False)
+
+DirArg = Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by aiflow split --export.")]
+TokenOpt = Annotated[Optional[Path], typer.Option(
+    "--token-file", help="A file holding one secret line: the server requires it as a bearer token (needed to bind "
+                         "anything but loopback); the device sends it.")]
 
 
+def _cores(text: Optional[str]) -> Optional[list[int]]:
+    if not text:
+        return None
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise InputError(f"--cores: cannot read '{text}'", "for example --cores 1 or --cores 0,1") from None
+
+
+@app.command("server")
 @cli_errors
-def serve_pair_cmd(
-    export_dir: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by aiflow split --export.")],
+def server_cmd(
+    directory: DirArg,
+    host: Annotated[str, typer.Option("--host", help="Address to bind. Loopback by default; others need --token-file.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    token_file: TokenOpt = None,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="embedded (uvicorn + onnxruntime) or triton (Triton Inference Server from the "
+                         "nvidia-pytriton wheel).")] = "embedded",
+    threads: Annotated[Optional[int], typer.Option("--threads", help="onnxruntime intra-op threads per model.")] = None,
+    cores: Annotated[Optional[str], typer.Option("--cores", help="Pin the server to these cores, e.g. 1.")] = None,
+    max_body: Annotated[int, typer.Option("--max-body", help="Largest request body in bytes (413 above).")] = 64 * 2**20,
+    max_sessions: Annotated[int, typer.Option("--max-sessions", help="Causal-LM sessions held at once.")] = 64,
+    idle_seconds: Annotated[float, typer.Option("--idle-seconds", help="Evict a session idle this long.")] = 300.0,
 ) -> None:
-    """Serve an exported device/server pair across a real or emulated link (and speculative decoding).
+    """Serve every server half of DIR on the KServe v2 / Open Inference Protocol (one model per pair).
 
-    Not available in this version: no issue is open for it yet.
+    The manifest is checked first (schema, paths, hashes, declarations); a mismatch refuses to start.
     """
-    raise AiflowError("aiflow serve-pair is not available in this version yet", "it needs aiflow split --export first")
+    from aiflow_cli.serve.server import ServeSettings, serve
+
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    if max_sessions < 1 or not idle_seconds > 0:
+        raise InputError("--max-sessions must be at least 1 and --idle-seconds above 0")
+    settings = ServeSettings(directory, host, port, token_file, engine, threads, max_body, max_sessions, idle_seconds,
+                             _cores(cores))
+    err_console.print(f"serving {directory} on http://{host}:{port} ({engine}); Ctrl-C stops", highlight=False)
+    serve(settings)
+
+
+@app.command("link")
+@cli_errors
+def link_cmd(
+    to: Annotated[str, typer.Option("--to", help="The server to forward to, HOST:PORT.")],
+    listen: Annotated[int, typer.Option("--listen", help="Local port to listen on (loopback).")] = 9000,
+    rate: Annotated[str, typer.Option("--rate", help="Rate each way, e.g. 1MB/s or 8Mbit/s.")] = "1MB/s",
+    up_rate: Annotated[Optional[str], typer.Option("--up-rate", help="Uplink rate if it differs from --rate.")] = None,
+    delay: Annotated[str, typer.Option("--delay", help="One-way delay each way (RTT = 2 x delay), e.g. 10ms.")] = "10ms",
+    trace: Annotated[Optional[Path], typer.Option(
+        "--trace", help="CSV 'seconds,rate' lines: the uplink rate follows it over time.")] = None,
+) -> None:
+    """An emulated link: a TCP proxy with a rate limit and a one-way delay in each direction.
+
+    It knows nothing of HTTP, so it works with any engine and any client.
+    """
+    import asyncio
+
+    from aiflow_cli.serve.link import LinkProxy, LinkShape, read_trace
+    from aiflow_cli.split.links import parse_ms, parse_rate
+
+    host, _, port = to.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--to '{to}': expected HOST:PORT", "for example --to 127.0.0.1:8000")
+    down = LinkShape(parse_rate(rate), parse_ms(delay))
+    up = LinkShape(parse_rate(up_rate or rate), parse_ms(delay), read_trace(trace) if trace else [])
+    proxy = LinkProxy(("127.0.0.1", listen), (host, int(port)), up, down)
+    err_console.print(f"link 127.0.0.1:{listen} -> {to}: up {fmt_bytes(up.rate_bytes_per_s)}/s, down "
+                      f"{fmt_bytes(down.rate_bytes_per_s)}/s, {down.delay_ms:g} ms each way; Ctrl-C stops", highlight=False)
+    try:
+        asyncio.run(proxy.serve_forever())
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("device")
+@cli_errors
+def device_cmd(
+    directory: DirArg,
+    server: Annotated[str, typer.Option("--server", help="The v2 server (or a link in front of it), HOST:PORT.")],
+    cut: Annotated[Optional[str], typer.Option("--cut", help="Which exported pair (default: the first).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Labelled image folder (default: the shared test split).")]
+    = None,
+    count: Annotated[int, typer.Option("--count", help="Requests to send.")] = 20,
+    token_file: TokenOpt = None,
+    out: OutFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run DIR's device half on inputs and the server half over the link; time every part of each request."""
+    import json
+
+    from aiflow_cli.serve.bench import bench_inputs
+    from aiflow_cli.serve.device import V2Client, load_device_pairs
+    from aiflow_cli.serve.server import read_token
+
+    if count < 1:
+        raise InputError(f"--count must be at least 1, got {count}")
+    _, pairs = load_device_pairs(directory)
+    if not pairs:
+        raise InputError(f"{directory}: no image or encoder pair (causal-LM pairs: aiflow serve-pair generate)")
+    pair = pairs[cut] if cut in pairs else (next(iter(pairs.values())) if cut is None else None)
+    if pair is None:
+        raise InputError(f"no pair at cut '{cut}' in {directory}", "exported cuts: " + ", ".join(pairs))
+    inputs, labels, source = bench_inputs(count, data)
+    client = V2Client(server, read_token(token_file) if token_file else None)
+    records = []
+    with progress_bar(not as_json) as progress:
+        for i in range(count):
+            records.append(pair.request(client, inputs[i % len(inputs)], i, labels[i % len(labels)]))
+            progress("requests", i + 1, count)
+    client.close()
+    payload = {"export": str(directory), "cut": pair.pair.cut, "inputs": source, "requests": [r.as_dict() for r in records]}
+    if out is not None:
+        from aiflow_cli.atomic import write_text_atomic
+
+        write_text_atomic(out, json.dumps(payload, indent=1) + "\n")
+    if as_json:
+        typer.echo(json.dumps(payload, indent=1))
+        return
+    table = Table(title=f"{pair.model} via {server}", title_style="bold")
+    for col in ("#", "status", "device", "encode", "bytes", "network", "server", "total ms", "top-1", "label"):
+        table.add_column(col, justify="right")
+    for r in records:
+        table.add_row(str(r.index), r.status, f"{r.device_ms:.1f}", f"{r.encode_ms:.1f}", fmt_bytes(r.codec_bytes),
+                      f"{r.transfer_ms:.1f}", f"{r.server_ms:.1f}", f"{r.total_ms:.1f}", str(r.prediction), str(r.label))
+    console.print(table)
+    ok = [r for r in records if r.prediction is not None and r.label is not None]
+    if ok:
+        console.print(f"top-1 {sum(r.prediction == r.label for r in ok) / len(ok):.3f} on {len(ok)} requests; "
+                      f"failed {sum(r.status == 'failed' for r in records)}")
+
+
+@app.command("bench")
+@cli_errors
+def bench_cmd(
+    directory: DirArg,
+    link: Annotated[list[str], typer.Option("--link", help="RATE,RTT, repeatable, e.g. --link 0.5MB/s,20ms.")],
+    requests: Annotated[int, typer.Option("--requests", help="Timed requests per pair and link.")] = 50,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed requests first.")] = 3,
+    engine: Annotated[str, typer.Option("--engine", help="embedded or triton.")] = "embedded",
+    data: Annotated[Optional[Path], typer.Option("--data", help="Labelled image folder (default: the test split).")]
+    = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: measured vs predicted per component.")] = None,
+    out: OutFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the server and the link here, send real requests over each link to each pair, and compare every
+    component of the latency with the plan's prediction (device, encode, network, server, total; p50/p90/p99).
+
+    Device and server are pinned to separate cores (one thread each) so that they do not contend.
+    """
+    from aiflow_cli.atomic import check_writable, write_text_atomic
+    from aiflow_cli.serve.bench import parse_bench_link, run_bench
+
+    links = [parse_bench_link(text) for text in link]
+    for path in (out, plot):
+        if path is not None:
+            check_writable(path)
+    with progress_bar(not as_json) as progress:
+        report = run_bench(directory, links, requests, warmup, engine, data, progress=progress)
+    text = report.model_dump_json(indent=2)
+    if out is not None:
+        write_text_atomic(out, text + "\n")
+    if plot is not None:
+        from aiflow_cli.serve.plot import plot_bench
+
+        plot_bench(report, plot)
+    if as_json:
+        typer.echo(text)
+        return
+    console.print(f"[bold]{report.export}[/] ({report.engine}); {report.inputs}; {report.pinning}", highlight=False)
+    table = Table(title="measured (median) / predicted ms, error", title_style="bold")
+    for col in ("pair", "link", "device", "encode", "network", "server", "total", "p90", "p99", "bytes", "top-1"):
+        table.add_column(col, justify="left" if col in ("pair", "link") else "right")
+    for r in report.results:
+        cells = [f"{c.measured_ms:.1f}/{c.predicted_ms:.1f} {100 * c.error:+.0f}%" if c.predicted_ms is not None
+                 else f"{c.measured_ms:.1f}" for c in r.components]
+        table.add_row(f"{r.cut} {r.codec}", r.link, *cells, f"{r.total_p90_ms:.1f}", f"{r.total_p99_ms:.1f}",
+                      f"{r.codec_bytes:,.0f}+{r.protocol_bytes:,.0f}",
+                      "-" if r.top1 is None else f"{r.top1.value:.3f}")
+    console.print(table)
+    verdict = "[green]within[/]" if report.passed else "[red]outside[/]"
+    console.print(f"{verdict} the bounds: total {report.limits['total']:.0%}, each component {report.limits['component']:.0%}")

@@ -103,7 +103,7 @@ class ImageKit(TaskKit):
         root = self.data or imagenet_sample_dir()
         if not (Path(root) / "labels.csv").is_file():
             raise InputError(f"{root}: no labels.csv", "pass --data pointing at an ImageNet-style folder")
-        return f"{root} (train: class_index % 5 != 0)"
+        return f"{root} (train split: class_index % 5 in 2, 3, 4)"
 
     def export(self, module: torch.nn.Module) -> onnx.ModelProto:
         x = torch.zeros(1, 3, 224, 224)

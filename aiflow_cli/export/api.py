@@ -23,10 +23,10 @@ from aiflow_cli.errors import InputError, OutputError, VerificationError
 from aiflow_cli.export.onnx_export import OPSET
 from aiflow_cli.export.pair import exit_output_name, export_pair
 from aiflow_cli.export.reference_inputs import real_inputs
-from aiflow_cli.export.triton import write_triton_model
+from aiflow_cli.export.triton import write_triton_pair
 from aiflow_cli.export.verify import verify_pair
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.schemas.manifest import CodecInfo, ExitDecl, ExportedPair, Manifest, SourceModel
+from aiflow_cli.schemas.manifest import CodecInfo, ExitDecl, ExportedPair, Manifest, PairCost, SourceModel
 
 __all__ = ["check_export_dir", "export_split", "replace_dir", "staged_dir", "source_model_of"]
 
@@ -81,6 +81,7 @@ def staged_dir(out_dir: Path, force: bool, option: str = "--export") -> Iterator
 def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, ActivationCodec], out_dir: Path,
                  force: bool = False, triton: bool = True, verify_count: int = 50,
                  predicted: dict[str, dict[str, float]] | None = None, bytes_per_request: dict[str, int] | None = None,
+                 costs: dict[str, PairCost] | None = None,
                  plan_table: list[dict[str, Any]] | None = None,
                  progress: Callable[[str, int, int], None] | None = None,
                  exits: dict[str, list[tuple[str, nn.Module, dict[str, float]]]] | None = None) -> Manifest:
@@ -109,7 +110,7 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
                 cut=cut, cut_index=index, directory=files.device.file.rsplit("/", 1)[0],
                 codec=CodecInfo(name=spec.name, params=spec.params), device=files.device, server=files.server,
                 crossing=files.crossing, predicted_latency_ms=(predicted or {}).get(cut, {}),
-                bytes_per_request=(bytes_per_request or {}).get(cut),
+                bytes_per_request=(bytes_per_request or {}).get(cut), cost=(costs or {}).get(cut),
                 exits=[ExitDecl(cut=e, output=exit_output_name(e), **stats) for e, _, stats in pair_exits],
                 verification=None,
             )
@@ -127,7 +128,7 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
                                     + "; ".join(failures))
         if triton:
             for pair in pairs:
-                write_triton_model(tmp, model.name, pair)
+                write_triton_pair(tmp, model.name, pair)
         manifest = Manifest(
             aiflow_version=__version__,
             source_model=source_model_of(model), opset=OPSET, pairs=pairs, plan_table=plan_table or [],

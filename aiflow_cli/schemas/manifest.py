@@ -20,7 +20,7 @@ from aiflow_cli.schemas.base import Strict
 from aiflow_cli.schemas.loading import read_mapping
 
 __all__ = ["MANIFEST_SCHEMA_VERSION", "TensorDecl", "Artifact", "CodecInfo", "Verification", "ExitDecl", "ExportedPair",
-           "SourceModel", "Manifest", "SCHEMA_FILE", "load_manifest", "manifest_json_schema"]
+           "SourceModel", "PairCost", "Manifest", "SCHEMA_FILE", "load_manifest", "manifest_json_schema"]
 
 MANIFEST_SCHEMA_VERSION = "aiflow.manifest/2"
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
@@ -70,6 +70,20 @@ class ExitDecl(Strict):
     drop: float = Field(description="top-1 points lost on the evaluation split with this exit in front")
 
 
+class PairCost(Strict):
+    """The link-independent part of the plan's cost model for this cut: with a link's rates and RTT
+    it predicts a request's latency component by component (``split.cost.predict``)."""
+
+    device_ms: float = Field(ge=0, description="device segments up to the cut, one call")
+    encode_ms: float = Field(ge=0)
+    bytes: int = Field(ge=0, description="codec bytes sent per request")
+    server_ms: float = Field(ge=0, description="server segments after the cut, one call")
+    decode_ms: float = Field(ge=0)
+    result_bytes: int = Field(ge=0, description="bytes of the answer")
+    device_source: str = Field(description="measured (a profile of that machine) or projected")
+    server_source: str
+
+
 class ExportedPair(Strict):
     cut: str
     cut_index: int = Field(ge=0)
@@ -80,6 +94,7 @@ class ExportedPair(Strict):
     crossing: list[TensorDecl] = Field(description="what goes on the wire (codec output), device -> server")
     kv_cache: bool = False
     predicted_latency_ms: dict[str, float] = Field(default_factory=dict, description="link name -> total ms")
+    cost: PairCost | None = Field(default=None, description="the plan's cost model for this cut, without a link")
     bytes_per_request: int | None = None
     exits: list[ExitDecl] = Field(default_factory=list, description="early-exit heads in device.onnx")
     verification: Verification

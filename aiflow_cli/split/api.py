@@ -8,7 +8,7 @@ from typing import Callable
 
 from aiflow_cli.errors import InputError
 from aiflow_cli.models import load_model
-from aiflow_cli.schemas.manifest import Manifest
+from aiflow_cli.schemas.manifest import Manifest, PairCost
 from aiflow_cli.split.cost import DEVICE_ONLY, SERVER_ONLY, Link
 from aiflow_cli.split.planner import SplitResult, plan_split
 
@@ -77,12 +77,18 @@ def _export(model, chosen, codec, result, export_dir, force, triton, verify_coun
         by_cut = {c.cut: c for c in result.codecs}
     else:
         by_cut = {c.cut: c for c in evaluate_codec(model, codec, cut_indices=[model.cut_index(c) for c in chosen])}
-    predicted, sent = {}, {}
+    predicted, sent, costs = {}, {}, {}
     if result is not None:
+        inputs, n = result.costs, len(model.cuts) + 1
         for cut in chosen:
-            predicted[cut] = {lp.name: next(c.total_ms for c in lp.candidates if c.cut == cut) for lp in result.plan.links}
-            sent[cut] = result.costs.cut_bytes[model.cut_index(cut)]
+            i = model.cut_index(cut)
+            predicted[cut] = {lp.name: next(x.total_ms for x in lp.candidates if x.cut == cut) for lp in result.plan.links}
+            sent[cut] = inputs.cut_bytes[i]
+            costs[cut] = PairCost(device_ms=inputs.device.span_ms(0, i + 1), encode_ms=inputs.encode_ms[i],
+                                  bytes=inputs.cut_bytes[i], server_ms=inputs.server.span_ms(i + 1, n),
+                                  decode_ms=inputs.decode_ms[i], result_bytes=inputs.result_bytes,
+                                  device_source=result.plan.device.source, server_source=result.plan.server.source)
     return export_split(model, chosen, {c: by_cut[c].codec for c in chosen}, export_dir, force=force, triton=triton,
-                        verify_count=verify_count, predicted=predicted, bytes_per_request=sent,
+                        verify_count=verify_count, predicted=predicted, bytes_per_request=sent, costs=costs,
                         plan_table=[r.model_dump() for r in result.plan.plan_table] if result else None,
                         progress=progress)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from aiflow_cli.schemas.plan import Candidate, PlanRow
 
-__all__ = ["SideCost", "CostInputs", "Link", "candidates", "best_candidate", "plan_table", "DEVICE_ONLY", "SERVER_ONLY",
+__all__ = ["SideCost", "CostInputs", "Link", "predict", "candidates", "best_candidate", "plan_table", "DEVICE_ONLY", "SERVER_ONLY",
            "PLAN_MIN_RATE", "PLAN_MAX_RATE"]
 
 DEVICE_ONLY = "device-only"
@@ -68,25 +68,24 @@ def _r(x: float) -> float:
     return round(x, 4)
 
 
+def predict(cut: str, device_ms: float, encode_ms: float, nbytes: int, server_ms: float, decode_ms: float,
+            result_bytes: int, link: Link) -> Candidate:
+    """One request over ``link``, component by component (the formula in the module docstring)."""
+    transfer = nbytes / link.up_rate * 1e3 + result_bytes / link.down_rate * 1e3
+    rtt = link.rtt_ms if nbytes or server_ms else 0.0  # device-only never touches the link
+    total = device_ms + encode_ms + transfer + rtt + server_ms + decode_ms
+    return Candidate(cut=cut, device_ms=_r(device_ms), encode_ms=_r(encode_ms), transfer_ms=_r(transfer),
+                     rtt_ms=rtt, server_ms=_r(server_ms), decode_ms=_r(decode_ms), total_ms=_r(total), bytes=nbytes)
+
+
 def candidates(c: CostInputs, link: Link) -> list[Candidate]:
     """Every candidate for this link, fastest first (ties keep device-side order)."""
-    result_ms = c.result_bytes / link.down_rate * 1e3
     n = len(c.cuts) + 1
-    device_only = c.device.span_ms(0, n)
-    out = [Candidate(cut=DEVICE_ONLY, device_ms=_r(device_only), encode_ms=0, transfer_ms=0, rtt_ms=0,
-                     server_ms=0, decode_ms=0, total_ms=_r(device_only), bytes=0)]
+    out = [predict(DEVICE_ONLY, c.device.span_ms(0, n), 0, 0, 0, 0, 0, link)]
     for i, cut in enumerate(c.cuts):
-        dev, srv = c.device.span_ms(0, i + 1), c.server.span_ms(i + 1, n)
-        transfer = c.cut_bytes[i] / link.up_rate * 1e3 + result_ms
-        total = dev + c.encode_ms[i] + transfer + link.rtt_ms + srv + c.decode_ms[i]
-        out.append(Candidate(cut=cut, device_ms=_r(dev), encode_ms=_r(c.encode_ms[i]), transfer_ms=_r(transfer),
-                             rtt_ms=link.rtt_ms, server_ms=_r(srv), decode_ms=_r(c.decode_ms[i]), total_ms=_r(total),
-                             bytes=c.cut_bytes[i]))
-    transfer = c.input_upload_bytes / link.up_rate * 1e3 + result_ms
-    srv = c.server.span_ms(0, n)
-    out.append(Candidate(cut=SERVER_ONLY, device_ms=0, encode_ms=0, transfer_ms=_r(transfer), rtt_ms=link.rtt_ms,
-                         server_ms=_r(srv), decode_ms=0, total_ms=_r(transfer + link.rtt_ms + srv),
-                         bytes=c.input_upload_bytes))
+        out.append(predict(cut, c.device.span_ms(0, i + 1), c.encode_ms[i], c.cut_bytes[i],
+                           c.server.span_ms(i + 1, n), c.decode_ms[i], c.result_bytes, link))
+    out.append(predict(SERVER_ONLY, 0, 0, c.input_upload_bytes, c.server.span_ms(0, n), 0, c.result_bytes, link))
     order = {cand.cut: i for i, cand in enumerate(out)}
     return sorted(out, key=lambda cand: (cand.total_ms, order[cand.cut]))
 

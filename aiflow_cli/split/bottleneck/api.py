@@ -46,6 +46,7 @@ class BottleneckRun:
     report: BottleneckReport
     trained: dict[tuple[str, float], TrainedPoint] = field(default_factory=dict)
     exits: dict[str, ExitResult] = field(default_factory=dict)
+    result_bytes: int = 0  # the model's answer per input (what comes back over the link)
 
 
 def check_max_drop(max_drop: float) -> None:
@@ -164,7 +165,7 @@ def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], d
         if progress:
             progress(f"features at {cut}", 0, 1)
         feats = feats_by_cut[cut] = cut_features(model, index, roots)
-        result_bytes = feats.test.logits.shape[-1] * feats.test.logits.element_size()
+        result_bytes = run.result_bytes = feats.test.logits.shape[-1] * feats.test.logits.element_size()
         server = _server(model, index)
         fisher = task_fisher(server, feats.train.x, settings.fisher_samples, seed=settings.seed, patch=settings.patch)
         uniform = uniform_baselines(server, feats) if baselines else []

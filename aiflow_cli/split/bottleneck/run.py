@@ -8,7 +8,7 @@ from typing import Callable
 
 from aiflow_cli.errors import InputError
 from aiflow_cli.schemas.bottleneck import BottleneckReport, DataSplit
-from aiflow_cli.schemas.manifest import Manifest
+from aiflow_cli.schemas.manifest import Manifest, PairCost
 from aiflow_cli.split.bottleneck.api import (check_bottleneck_settings, check_max_drop, parse_betas,
                                              parse_jpeg_qualities, run_bottleneck)
 from aiflow_cli.split.bottleneck.baselines import JPEG_QUALITIES
@@ -52,14 +52,17 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | list[Pa
     for e in exits or []:
         model.cut_index(e)
     device_side = server_side = None
+    device_source = server_source = ""
     if device is not None:
         from aiflow_cli.profiling.measure import profile_model
         from aiflow_cli.split.planner import HostProfile, side_latencies
 
         host = HostProfile(model, host_profile, lambda: profile_model(model, repeats=10, warmup=2, progress=progress),
                            accept_unstable=force)
-        device_side = side_latencies(device, model, host, "device", accept_unstable=force).cost
-        server_side = side_latencies(server, model, host, "server", accept_unstable=force).cost
+        dev = side_latencies(device, model, host, "device", accept_unstable=force)
+        srv = side_latencies(server, model, host, "server", accept_unstable=force)
+        device_side, server_side = dev.cost, srv.cost
+        device_source, server_source = dev.node.source, srv.node.source
     settings = TrainSettings(epochs=epochs, finetune_server=finetune_server, patch=patch)
     run = run_bottleneck(model, cuts, betas, data, settings=settings, max_drop=max_drop, exits=exits,
                          jpeg_qualities=qualities,
@@ -82,8 +85,17 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | list[Pa
         heads = [(cut, result.head, {"threshold": result.threshold, "exit_rate": by_cut[cut].exit_rate.value,
                                      "drop": by_cut[cut].test.drop.points})
                  for cut, result in run.exits.items() if model.cut_index(cut) <= index]  # later exits: on the server
+        costs, predicted = {}, {}
+        if device_side is not None and server_side is not None:
+            rp = next(p for p in report.points if (p.cut, p.beta) == pick)
+            n = len(model.cuts) + 1
+            costs[pick[0]] = PairCost(device_ms=device_side.span_ms(0, index + 1), encode_ms=rp.encode_ms,
+                                      bytes=round(rp.bytes_per_input), server_ms=server_side.span_ms(index + 1, n),
+                                      decode_ms=rp.decode_ms, result_bytes=run.result_bytes,
+                                      device_source=device_source, server_source=server_source)
+            predicted[pick[0]] = dict(rp.latency_ms)
         outcome.manifest = export_split(model, [pick[0]], {pick[0]: point.codec}, export_dir, force=force,
-                                        progress=progress, exits={pick[0]: heads})
+                                        progress=progress, exits={pick[0]: heads}, costs=costs, predicted=predicted)
         outcome.exported_beta = pick[1]
     return outcome
 

@@ -1,0 +1,55 @@
+"""``bench.json`` (``aiflow serve-pair bench --json``): measured vs predicted, per pair, link and component."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from aiflow_cli.schemas.base import Strict
+from aiflow_cli.schemas.figures import Share
+
+__all__ = ["BENCH_SCHEMA_VERSION", "Component", "PairLinkResult", "BenchReport"]
+
+BENCH_SCHEMA_VERSION = "aiflow.serve-bench/1"
+
+
+class Component(Strict):
+    """One part of a request's latency: the median measured over the requests, and the plan's prediction."""
+
+    name: Literal["device", "encode", "network", "server", "total"]
+    measured_ms: float
+    predicted_ms: Optional[float] = None
+    error: Optional[float] = Field(None, description="(predicted - measured) / measured")
+
+
+class PairLinkResult(Strict):
+    model: str
+    cut: str
+    codec: str
+    link: str
+    rate_bytes_per_s: float
+    rtt_ms: float
+    requests: int
+    succeeded: int
+    retried: int
+    failed: int
+    components: list[Component]
+    total_p50_ms: float
+    total_p90_ms: float
+    total_p99_ms: float
+    codec_bytes: float = Field(description="median codec bytes per request")
+    protocol_bytes: float = Field(description="median request body minus codec bytes: frames + the v2 JSON header")
+    top1: Optional[Share] = Field(None, description="with labelled inputs")
+    predictions: list[int] = Field(default_factory=list, description="top-1 per request, in order")
+
+
+class BenchReport(Strict):
+    schema_version: Literal["aiflow.serve-bench/1"] = BENCH_SCHEMA_VERSION
+    export: str
+    engine: str
+    inputs: str
+    pinning: str = Field(description="which cores device and server ran on")
+    limits: dict[str, float] = Field(description="total and component error bounds the run is judged by")
+    results: list[PairLinkResult]
+    passed: bool = Field(description="every total and every component within its bound")

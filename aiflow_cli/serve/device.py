@@ -1,0 +1,204 @@
+"""The device side of a pair: ``device.onnx`` here, the codec's bytes over KServe v2 (with the field's
+own client, ``tritonclient.http``), the server half there.
+
+Per request it measures what each part cost: device compute, encode (codec on the device),
+the round trip (link + server), the server's own compute (which the server reports), and so
+the transfer (round trip minus server time). A request carries an id; on a connection error or a
+5xx it is retried with backoff under the same id, and it ends as ``ok``, ``retried`` (ok after
+retries) or ``failed`` (with the reason): a run's summary accounts for every request once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
+from aiflow_cli.codecs.registry import codec_from_spec
+from aiflow_cli.errors import InputError
+from aiflow_cli.export.check import check_declarations, check_files
+from aiflow_cli.export.sessions import ort_session
+from aiflow_cli.schemas.manifest import ExportedPair, Manifest, load_manifest
+from aiflow_cli.serve.halves import model_name
+from aiflow_cli.serve.wire import frame
+
+__all__ = ["RequestRecord", "DevicePair", "V2Client", "load_device_pairs", "arrays_of", "RETRYABLE_STATUS"]
+
+RETRYABLE_STATUS = {"500", "502", "503", "504"}
+
+
+@dataclass
+class RequestRecord:
+    index: int
+    request_id: str
+    cut: str
+    status: str = "ok"  # ok | retried | failed | exited
+    attempts: int = 1
+    error: str | None = None
+    device_ms: float = 0.0
+    encode_ms: float = 0.0
+    codec_bytes: int = 0  # what the codec produced
+    request_bytes: int = 0  # the HTTP body the server received: codec bytes + frames + the v2 JSON header
+    roundtrip_ms: float = 0.0  # send, server, answer
+    server_ms: float = 0.0  # reported by the server (decode + server.onnx)
+    transfer_ms: float = 0.0  # roundtrip - server
+    total_ms: float = 0.0
+    prediction: int | None = None
+    label: int | None = None
+    exit: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class V2Client:
+    """tritonclient.http with aiflow's retry policy, the bearer token and request ids."""
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0, retries: int = 4,
+                 backoff_s: float = 0.05) -> None:
+        import tritonclient.http as httpclient
+
+        self.url = url.removeprefix("http://")
+        self.httpclient = httpclient
+        self.headers = {"Authorization": f"Bearer {token}"} if token else None
+        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.client = self._connect()
+
+    def _connect(self):  # noqa: ANN202 - tritonclient type
+        return self.httpclient.InferenceServerClient(self.url, connection_timeout=self.timeout_s,
+                                                     network_timeout=self.timeout_s)
+
+    def request_bytes(self, tensors: dict[str, np.ndarray], outputs: list[str], request_id: str, **kwargs: Any) -> int:
+        """The HTTP body this request takes: the tensors' bytes plus the v2 JSON header."""
+        body, _ = self.httpclient.InferenceServerClient.generate_request_body(
+            self._inputs(tensors), [self.httpclient.InferRequestedOutput(n, binary_data=True) for n in outputs],
+            request_id=request_id, **kwargs)
+        return len(body)
+
+    def _inputs(self, tensors: dict[str, np.ndarray]) -> list[Any]:
+        inputs = []
+        for name, array in tensors.items():
+            item = self.httpclient.InferInput(name, list(array.shape), _v2_datatype(array))
+            item.set_data_from_numpy(array, binary_data=True)
+            inputs.append(item)
+        return inputs
+
+    def infer(self, model: str, tensors: dict[str, np.ndarray], outputs: list[str], request_id: str,
+              **kwargs: Any) -> tuple[Any, int, str | None]:
+        """(result or None, attempts, error). Retries connection failures and 5xx answers only:
+        a 4xx is the request's own fault and retrying cannot help."""
+        from tritonclient.utils import InferenceServerException
+
+        inputs = self._inputs(tensors)
+        wanted = [self.httpclient.InferRequestedOutput(n, binary_data=True) for n in outputs]
+        error = None
+        for attempt in range(1, self.retries + 2):
+            try:
+                result = self.client.infer(model, inputs, outputs=wanted, request_id=request_id, headers=self.headers,
+                                           **kwargs)
+                return result, attempt, None
+            except InferenceServerException as exc:
+                status = str(exc.status() or "")
+                error = f"{status or 'error'}: {exc.message()}"
+                if status and status not in RETRYABLE_STATUS:
+                    return None, attempt, error
+            except Exception as exc:  # noqa: BLE001 - connection refused / reset / timeout from the HTTP stack
+                error = f"{exc.__class__.__name__}: {exc}"[:200]
+                self.client = self._connect()
+            if attempt <= self.retries:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+        return None, self.retries + 1, error
+
+    def compute_ms(self, models: list[str]) -> float:
+        """Cumulative compute time (input + infer + output) a Triton server reports for ``models``
+        (the statistics extension): Triton answers no per-request timing, so a bench diffs this."""
+        total_ns = 0
+        for model in models:
+            stats = self.client.get_inference_statistics(model, headers=self.headers)
+            for entry in stats.get("model_stats", []):
+                inf = entry.get("inference_stats", {})
+                total_ns += sum(int(inf.get(k, {}).get("ns", 0)) for k in ("compute_input", "compute_infer",
+                                                                          "compute_output"))
+        return total_ns / 1e6
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _v2_datatype(array: np.ndarray) -> str:
+    from aiflow_cli.serve.protocol import V2_OF
+
+    return V2_OF[array.dtype.name]
+
+
+class DevicePair:
+    """One exported pair's device half: ``device.onnx``, the codec, and the model name on the server."""
+
+    def __init__(self, root: Path, manifest: Manifest, pair: ExportedPair, threads: int | None = None) -> None:
+        if pair.kv_cache:
+            raise InputError(f"pair {pair.cut} is a causal-LM pair", "use the generation client for LM pairs")
+        self.pair, self.model = pair, model_name(manifest, pair)
+        self.session = ort_session(Path(root) / pair.device.file, threads)
+        self.codecs = [codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))] + \
+            [ActivationCodec() for _ in pair.crossing[1:]]
+        self.output = pair.server.outputs[0].name
+
+    def encode(self, x: Any) -> tuple[dict[str, np.ndarray], int, float, float]:
+        """(framed tensors to send, codec bytes, device ms, encode ms)."""
+        feeds = {d.name: a for d, a in zip(self.pair.device.inputs, arrays_of(x))}
+        t0 = time.perf_counter()
+        wire = self.session.run([d.name for d in self.pair.crossing], feeds)
+        t1 = time.perf_counter()
+        encoded = [c.pack(w) for c, w in zip(self.codecs, wire)]
+        framed = {d.name: np.frombuffer(frame(e), dtype=np.uint8) for d, e in zip(self.pair.crossing, encoded)}
+        t2 = time.perf_counter()
+        return framed, sum(len(e.data) for e in encoded), (t1 - t0) * 1e3, (t2 - t1) * 1e3
+
+    def request(self, client: V2Client, x: Any, index: int, label: int | None = None,
+                server_clock: Callable[[], float] | None = None) -> RequestRecord:
+        """One request. ``server_clock`` (Triton): cumulative server compute ms, read before and after
+        (outside the timed part) when the server reports no per-request time itself."""
+        before = server_clock() if server_clock else 0.0
+        t0 = time.perf_counter()
+        framed, codec_bytes, device_ms, encode_ms = self.encode(x)
+        on_device = time.perf_counter() - t0
+        record = RequestRecord(index=index, request_id=uuid.uuid4().hex[:16], cut=self.pair.cut, device_ms=device_ms,
+                               encode_ms=encode_ms, codec_bytes=codec_bytes, label=label)
+        record.request_bytes = client.request_bytes(framed, [self.output], record.request_id)  # bookkeeping, untimed
+        t1 = time.perf_counter()
+        result, attempts, error = client.infer(self.model, framed, [self.output], record.request_id)
+        t2 = time.perf_counter()
+        record.attempts, record.roundtrip_ms = attempts, (t2 - t1) * 1e3
+        record.total_ms = (on_device + t2 - t1) * 1e3
+        if result is None:
+            record.status, record.error = "failed", error
+            return record
+        record.status = "ok" if attempts == 1 else "retried"
+        params = result.get_response().get("parameters", {})
+        record.server_ms = server_clock() - before if server_clock else float(params.get("aiflow_server_ms", 0.0))
+        record.transfer_ms = record.roundtrip_ms - record.server_ms
+        record.prediction = int(np.asarray(result.as_numpy(self.output)).reshape(-1).argmax())
+        return record
+
+
+def arrays_of(x: Any) -> list[np.ndarray]:
+    """An input as numpy arrays: torch tensors (the zoo's examples), arrays, or tuples of them."""
+    if hasattr(x, "detach"):
+        return [x.detach().cpu().numpy()]
+    if isinstance(x, (tuple, list)):
+        return [a for v in x for a in arrays_of(v)]
+    return [np.asarray(x)]
+
+
+def load_device_pairs(directory: Path, threads: int | None = None) -> tuple[Manifest, dict[str, DevicePair]]:
+    """The export's device halves by cut, after its hashes and declarations were checked."""
+    directory = Path(directory)
+    manifest = load_manifest(directory)
+    check_declarations(directory, manifest, check_files(directory, manifest))
+    return manifest, {p.cut: DevicePair(directory, manifest, p, threads) for p in manifest.pairs if not p.kv_cache}

@@ -1,0 +1,216 @@
+"""The server halves of an export as models a v2 server can serve: one model per exported pair.
+
+A model takes the framed codec bytes of each crossing tensor (``UINT8``), decodes them with the
+manifest's codec, runs ``server.onnx`` in onnxruntime and returns its outputs. Causal-LM pairs
+keep one KV cache per session (``sequence_id``): a bounded number of sessions, evicted when idle
+or closed, and each request says at which position it continues, so a retried request is
+idempotent and a lost session is reported (the device resends its prefix).
+
+Everything that comes off the network is checked before it reaches onnxruntime: unknown tensors,
+a wrong dtype or shape, bytes that do not decode. Each is an :class:`InputError` (a 400).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
+from aiflow_cli.codecs.registry import codec_from_spec
+from aiflow_cli.errors import InputError
+from aiflow_cli.export.check import check_declarations, check_files
+from aiflow_cli.export.sessions import ort_session
+from aiflow_cli.export.triton import triton_model_name
+from aiflow_cli.schemas.manifest import ExportedPair, Manifest, TensorDecl, load_manifest
+from aiflow_cli.serve.wire import unframe
+
+__all__ = ["V2_DATATYPES", "ServedModel", "PairModel", "LMPairModel", "SessionLost", "load_served_models", "decode_wire",
+           "model_name"]
+
+V2_DATATYPES = {"float32": "FP32", "float16": "FP16", "uint8": "UINT8", "int8": "INT8", "int32": "INT32",
+                "int64": "INT64", "bool": "BOOL"}
+
+
+class SessionLost(InputError):
+    """The server no longer holds this session's cache (evicted, closed or restarted)."""
+
+
+def model_name(manifest: Manifest, pair: ExportedPair) -> str:
+    return triton_model_name(manifest.source_model.name, pair.cut)
+
+
+@dataclass
+class ServedModel:
+    """What the v2 endpoints need to know about a model, and the call that runs it."""
+
+    name: str
+    pair: ExportedPair
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "versions": ["1"], "platform": "aiflow_onnxruntime",
+                "inputs": self.inputs, "outputs": self.outputs,
+                "parameters": {"cut": self.pair.cut, "codec": self.pair.codec.name}}
+
+    def infer(self, tensors: dict[str, np.ndarray], parameters: dict[str, Any]) -> tuple[dict[str, np.ndarray],
+                                                                                          dict[str, Any]]:
+        raise NotImplementedError
+
+
+def _v2_shape(decl: TensorDecl) -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in decl.shape]
+
+
+def decode_wire(codec: ActivationCodec, data: np.ndarray, decl: TensorDecl) -> np.ndarray:
+    """Framed bytes -> the wire tensor ``server.onnx`` expects, checked against its declaration."""
+    if data.dtype != np.uint8 or data.ndim != 1:
+        raise InputError(f"input '{decl.name}': expected UINT8 [bytes], got {data.dtype} {list(data.shape)}",
+                         "send the framed codec bytes as one UINT8 tensor")
+    enc = unframe(data.tobytes(), f"input '{decl.name}'")
+    if enc.dtype != decl.dtype:
+        raise InputError(f"input '{decl.name}': wire dtype {enc.dtype}, the manifest declares {decl.dtype}")
+    if len(enc.shape) != len(decl.shape) or any(isinstance(d, int) and d != s for d, s in zip(decl.shape, enc.shape)):
+        raise InputError(f"input '{decl.name}': wire shape {list(enc.shape)} does not fit the declared {decl.shape}")
+    try:
+        array = codec.unpack(enc)
+    except Exception as exc:  # noqa: BLE001 - zstd, range coder and reshape all fail differently on bad bytes
+        raise InputError(f"input '{decl.name}': the bytes do not decode with codec {codec.full_name} "
+                         f"({exc.__class__.__name__})", "send bytes packed by the same codec") from None
+    if tuple(array.shape) != tuple(enc.shape) or array.dtype != np.dtype(decl.dtype):
+        raise InputError(f"input '{decl.name}': decoded {array.dtype} {list(array.shape)}, framed as "
+                         f"{enc.dtype} {list(enc.shape)}")
+    return array
+
+
+def _check_inputs(tensors: dict[str, np.ndarray], names: list[str]) -> None:
+    unknown = sorted(set(tensors) - set(names))
+    missing = [n for n in names if n not in tensors]
+    if unknown:
+        raise InputError(f"unknown input '{unknown[0][:60]}'", "inputs: " + ", ".join(names))
+    if missing:
+        raise InputError(f"missing input '{missing[0]}'", "inputs: " + ", ".join(names))
+
+
+class PairModel(ServedModel):
+    """An image / encoder pair: stateless, one request = one ``server.onnx`` run."""
+
+    def __init__(self, root: Path, name: str, pair: ExportedPair, threads: int | None = None) -> None:
+        wire = [{"name": d.name, "datatype": "UINT8", "shape": [-1]} for d in pair.crossing]
+        outs = [{"name": d.name, "datatype": V2_DATATYPES[d.dtype], "shape": _v2_shape(d)} for d in pair.server.outputs]
+        super().__init__(name, pair, wire, outs)
+        self.session = ort_session(Path(root) / pair.server.file, threads)
+        self.codecs = [codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))] + \
+            [ActivationCodec() for _ in pair.crossing[1:]]
+
+    def infer(self, tensors: dict[str, np.ndarray], parameters: dict[str, Any]) -> tuple[dict[str, np.ndarray],
+                                                                                          dict[str, Any]]:
+        _check_inputs(tensors, [d.name for d in self.pair.crossing])
+        t0 = time.perf_counter()
+        feeds = {d.name: decode_wire(c, tensors[d.name], d) for d, c in zip(self.pair.crossing, self.codecs)}
+        t1 = time.perf_counter()
+        outs = self.session.run(None, feeds)
+        t2 = time.perf_counter()
+        return ({d.name: np.asarray(o) for d, o in zip(self.pair.server.outputs, outs)},
+                {"aiflow_decode_ms": round((t1 - t0) * 1e3, 4), "aiflow_server_ms": round((t2 - t0) * 1e3, 4)})
+
+
+@dataclass
+class _Session:
+    past: dict[str, np.ndarray]
+    position: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class LMPairModel(ServedModel):
+    """A causal-LM pair's server half with one KV cache per session; answers the greedy next token.
+
+    Request parameters: ``sequence_id`` (the session), ``sequence_start`` (a new session),
+    ``sequence_end`` (close it after this step), ``position`` (tokens the server's cache must hold
+    before this step: a retry of a step already applied is cropped back to it; a cache shorter
+    than it means the session was lost).
+    """
+
+    def __init__(self, root: Path, name: str, pair: ExportedPair, threads: int | None = None,
+                 max_sessions: int = 64, idle_seconds: float = 300.0) -> None:
+        hidden = pair.crossing[0]
+        super().__init__(name, pair, [{"name": hidden.name, "datatype": "UINT8", "shape": [-1]}],
+                         [{"name": "next_token", "datatype": "INT64", "shape": [1, 1]}])
+        self.session = ort_session(Path(root) / pair.server.file, threads)
+        self.codec = ActivationCodec()
+        self.past_decls = pair.server.inputs[1:]
+        self.max_sessions, self.idle_seconds = max_sessions, idle_seconds
+        self.sessions: dict[str, _Session] = {}
+        self.lock = threading.Lock()
+
+    def _empty(self) -> dict[str, np.ndarray]:
+        return {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in self.past_decls}
+
+    def _session(self, sid: str, start: bool) -> _Session:
+        now = time.monotonic()
+        with self.lock:
+            for key in [k for k, s in self.sessions.items() if now - s.last_used > self.idle_seconds]:
+                del self.sessions[key]
+            if start:
+                if sid not in self.sessions and len(self.sessions) >= self.max_sessions:
+                    oldest = min(self.sessions, key=lambda k: self.sessions[k].last_used)
+                    del self.sessions[oldest]
+                self.sessions[sid] = _Session(self._empty())
+            if sid not in self.sessions:
+                raise SessionLost(f"session '{sid[:40]}' is not held by this server (evicted, closed or restarted)",
+                                  "start it again with sequence_start and the whole prefix")
+            session = self.sessions[sid]
+            session.last_used = now
+            return session
+
+    def infer(self, tensors: dict[str, np.ndarray], parameters: dict[str, Any]) -> tuple[dict[str, np.ndarray],
+                                                                                          dict[str, Any]]:
+        hidden_decl = self.pair.crossing[0]
+        _check_inputs(tensors, [hidden_decl.name])
+        sid = parameters.get("sequence_id")
+        if not isinstance(sid, (str, int)) or isinstance(sid, bool) or str(sid) == "":
+            raise InputError("a causal-LM pair needs the request parameter 'sequence_id'", "one id per generation")
+        position = parameters.get("position", None)
+        if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
+            raise InputError("parameter 'position' must be a whole number >= 0")
+        t0 = time.perf_counter()
+        hidden = decode_wire(self.codec, tensors[hidden_decl.name], hidden_decl)
+        session = self._session(str(sid), bool(parameters.get("sequence_start", False)))
+        if position is not None:
+            if session.position < position:
+                raise SessionLost(f"session '{str(sid)[:40]}' holds {session.position} positions, the request "
+                                  f"continues at {position}", "start it again with sequence_start and the whole prefix")
+            if session.position > position:  # a retried step: forget what the first attempt added
+                session.past = {k: v[:, :, :position] for k, v in session.past.items()}
+                session.position = position
+        t1 = time.perf_counter()
+        outs = self.session.run(None, {hidden_decl.name: hidden, **session.past})
+        session.past = {d.name: v for d, v in zip(self.past_decls, outs[1:])}
+        session.position += hidden.shape[1]
+        token = np.asarray(outs[0][:, -1].argmax(-1), dtype=np.int64).reshape(1, 1)
+        if parameters.get("sequence_end", False):
+            with self.lock:
+                self.sessions.pop(str(sid), None)
+        t2 = time.perf_counter()
+        return {"next_token": token}, {"aiflow_decode_ms": round((t1 - t0) * 1e3, 4),
+                                       "aiflow_server_ms": round((t2 - t0) * 1e3, 4), "position": session.position}
+
+
+def load_served_models(directory: Path, threads: int | None = None, max_sessions: int = 64,
+                       idle_seconds: float = 300.0) -> dict[str, ServedModel]:
+    """Every server half of an export, after the manifest's hashes and declarations were checked
+    (a mismatch refuses to serve: exit 2). No model source is loaded: only the files run."""
+    directory = Path(directory)
+    manifest = load_manifest(directory)
+    check_declarations(directory, manifest, check_files(directory, manifest))
+    models: dict[str, ServedModel] = {}
+    for pair in manifest.pairs:
+        name = model_name(manifest, pair)
+        models[name] = (LMPairModel(directory, name, pair, threads, max_sessions, idle_seconds) if pair.kv_cache
+                        else PairModel(directory, name, pair, threads))
+    return models
