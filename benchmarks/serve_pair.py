@@ -73,7 +73,10 @@ def main() -> None:
 def render(reports: dict) -> str:
     lines = [f"Machine: {platform.processor() or platform.machine()}, {datetime.date.today().isoformat()}.", ""]
     for (engine, label), rep in reports.items():
-        lines += [f"**{label}, {engine} engine** ({rep['pinning']}; {rep['inputs']})", "",
+        proto = next(iter(rep["protocol"].values()))
+        lines += [f"**{label}, {engine} engine** ({rep['pinning']}; {rep['inputs']}). Measured on loopback "
+                  f"first: the protocol adds {proto['request_bytes']:.0f} B to a request, the answer is "
+                  f"{proto['response_bytes']:.0f} B, the serving stack {proto['stack_ms']:.2f} ms per round trip.", "",
                   "| link | device | encode | network | server | total | p90 | p99 | codec + protocol bytes | top-1 |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rep["results"]:

@@ -190,6 +190,23 @@ def test_every_triton_config_parses_back_and_matches_the_manifest(effnet_export)
     assert model.read_bytes() == (out / pair.server.file).read_bytes()
 
 
+def test_the_kserve_inference_service_serves_the_triton_repository_and_fits_its_schema(effnet_export):
+    import jsonschema
+    import yaml
+
+    from aiflow_cli.export.kserve import SCHEMA
+
+    out, _ = effnet_export
+    doc = yaml.safe_load((out / "kserve" / "inferenceservice.yaml").read_text())
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    triton = doc["spec"]["predictor"]["triton"]
+    assert triton["storageUri"].endswith("/triton") and triton["protocolVersion"] == "v2"
+    assert doc["metadata"]["annotations"]["aiflow/models"] == "efficientnet-lite0-server-block3"
+    bad = {**doc, "spec": {"predictor": {"triton": {"storageUri": "/not/a/uri"}}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, json.loads(SCHEMA.read_text()))
+
+
 def test_verify_command_accepts_an_intact_export(runner, effnet_export):
     out, _ = effnet_export
     result = runner.invoke(app, ["split", "verify", str(out), "--verify-count", "10"])

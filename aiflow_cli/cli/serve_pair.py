@@ -161,11 +161,23 @@ def device_cmd(
                       f"failed {sum(r.status == 'failed' for r in records)}")
 
 
+SlowdownOpt = Annotated[float, typer.Option(
+    "--device-slowdown", help="Emulate a device this many times slower than this machine (it waits out the "
+                              "difference after device.onnx; predictions scale the device time alike).")]
+
+
 @app.command("bench")
 @cli_errors
 def bench_cmd(
     directory: DirArg,
-    link: Annotated[list[str], typer.Option("--link", help="RATE,RTT, repeatable, e.g. --link 0.5MB/s,20ms.")],
+    link: Annotated[Optional[list[str]], typer.Option("--link", help="RATE,RTT, repeatable, e.g. --link 0.5MB/s,20ms.")]
+    = None,
+    trace: Annotated[Optional[Path], typer.Option(
+        "--trace", help="Instead of --link: a CSV 'seconds,rate' the link follows; compares every exported pair "
+                        "with the adaptive device (which switches pairs by its own rate estimate).")] = None,
+    rtt: Annotated[str, typer.Option("--rtt", help="With --trace: round-trip time.")] = "20ms",
+    seconds: Annotated[float, typer.Option("--seconds", help="With --trace: how long each variant runs.")] = 30.0,
+    device_slowdown: SlowdownOpt = 1.0,
     requests: Annotated[int, typer.Option("--requests", help="Timed requests per pair and link.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed requests first.")] = 3,
     engine: Annotated[str, typer.Option("--engine", help="embedded or triton.")] = "embedded",
@@ -181,14 +193,20 @@ def bench_cmd(
     Device and server are pinned to separate cores (one thread each) so that they do not contend.
     """
     from aiflow_cli.atomic import check_writable, write_text_atomic
-    from aiflow_cli.serve.bench import parse_bench_link, run_bench
+    from aiflow_cli.serve.bench import parse_bench_link, run_adaptive_bench, run_bench
 
-    links = [parse_bench_link(text) for text in link]
+    if bool(link) == bool(trace):
+        raise InputError("give --link (fixed links) or --trace (adaptive study), not both or neither",
+                         "for example --link 0.5MB/s,20ms --link 2MB/s,20ms")
     for path in (out, plot):
         if path is not None:
             check_writable(path)
+    if trace is not None:
+        return _adaptive(directory, trace, rtt, seconds, engine, data, device_slowdown, out, as_json)
+    links = [parse_bench_link(text) for text in link or []]
     with progress_bar(not as_json) as progress:
-        report = run_bench(directory, links, requests, warmup, engine, data, progress=progress)
+        report = run_bench(directory, links, requests, warmup, engine, data, progress=progress,
+                           device_slowdown=device_slowdown)
     text = report.model_dump_json(indent=2)
     if out is not None:
         write_text_atomic(out, text + "\n")
@@ -200,6 +218,10 @@ def bench_cmd(
         typer.echo(text)
         return
     console.print(f"[bold]{report.export}[/] ({report.engine}); {report.inputs}; {report.pinning}", highlight=False)
+    for model, p in report.protocol.items():
+        console.print(f"{model}: on loopback the protocol adds {p.request_bytes:.0f} B per request, answers take "
+                      f"{p.response_bytes:.0f} B and the serving stack {p.stack_ms:.2f} ms (added to the prediction)",
+                      highlight=False)
     table = Table(title="measured (median) / predicted ms, error", title_style="bold")
     for col in ("pair", "link", "device", "encode", "network", "server", "total", "p90", "p99", "bytes", "top-1"):
         table.add_column(col, justify="left" if col in ("pair", "link") else "right")
@@ -212,3 +234,34 @@ def bench_cmd(
     console.print(table)
     verdict = "[green]within[/]" if report.passed else "[red]outside[/]"
     console.print(f"{verdict} the bounds: total {report.limits['total']:.0%}, each component {report.limits['component']:.0%}")
+
+
+def _adaptive(directory: Path, trace: Path, rtt: str, seconds: float, engine: str, data: Optional[Path],
+              slowdown: float, out: Optional[Path], as_json: bool) -> None:
+    from aiflow_cli.atomic import write_text_atomic
+    from aiflow_cli.serve.bench import run_adaptive_bench
+    from aiflow_cli.serve.link import read_trace
+    from aiflow_cli.split.links import parse_ms
+
+    with progress_bar(not as_json) as progress:
+        report = run_adaptive_bench(directory, read_trace(trace), parse_ms(rtt), seconds, engine, data, slowdown,
+                                    progress)
+    text = report.model_dump_json(indent=2)
+    if out is not None:
+        write_text_atomic(out, text + "\n")
+    if as_json:
+        typer.echo(text)
+        return
+    console.print(f"[bold]{report.export}[/] under the trace {report.trace} (RTT {report.rtt_ms:g} ms); "
+                  f"{report.pinning}", highlight=False)
+    table = Table(title="ms per request over the trace: measured / predicted", title_style="bold")
+    rates = list(report.variants[0].median_ms_by_rate)
+    for col in ("variant", "requests", "median", "mean", *[f"median at {fmt_bytes(float(r))}/s" for r in rates],
+                "cuts used"):
+        table.add_column(col)
+    for v in report.variants:
+        table.add_row(v.variant, f"{v.requests} ({v.failed} failed)", f"{v.median_ms:.1f} / {v.predicted_median_ms:.1f}",
+                      f"{v.mean_ms:.1f} / {v.predicted_mean_ms:.1f}",
+                      *[f"{v.median_ms_by_rate.get(r, float('nan')):.1f}" for r in rates],
+                      ", ".join(f"{k} x{n}" for k, n in v.choices.items()) or "-")
+    console.print(table)

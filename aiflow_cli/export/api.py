@@ -23,6 +23,7 @@ from aiflow_cli.errors import InputError, OutputError, VerificationError
 from aiflow_cli.export.onnx_export import OPSET
 from aiflow_cli.export.pair import exit_output_name, export_pair
 from aiflow_cli.export.reference_inputs import real_inputs
+from aiflow_cli.export.kserve import write_inference_service
 from aiflow_cli.export.triton import write_triton_pair
 from aiflow_cli.export.verify import verify_pair
 from aiflow_cli.models.segmented import SegmentedModel
@@ -129,6 +130,7 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
         if triton:
             for pair in pairs:
                 write_triton_pair(tmp, model.name, pair)
+            write_inference_service(tmp, model.name, pairs, out_dir.name)
         manifest = Manifest(
             aiflow_version=__version__,
             source_model=source_model_of(model), opset=OPSET, pairs=pairs, plan_table=plan_table or [],

@@ -6,8 +6,9 @@ For each exported pair, three models, so that Triton's own ONNX Runtime backend 
       step 1  <name>-decode   python backend: framed codec bytes (UINT8) -> the wire tensors
       step 2  <name>-onnx     onnxruntime_onnx: server.onnx (a copy, same sha256)
 
-The decode step imports ``aiflow_cli`` (install it into Triton's Python environment) and reads
-the export's ``manifest.json`` one folder up from the repository. Configs are built as
+The repository is self-contained: the decode step reads ``1/pair.json`` (the pair's manifest
+entry: codec parameters and tensor declarations) and imports ``aiflow_cli`` (install it into
+Triton's Python environment); the network step holds ``1/model.onnx``. Configs are built as
 ``ModelConfig`` messages (``tritonclient.grpc.model_config_pb2``) and written with protobuf's
 ``text_format``; every dynamic axis is ``-1`` and batching is left to the requests
 (``max_batch_size: 0``). Causal-LM pairs keep a KV cache per session and are served by aiflow's
@@ -53,8 +54,7 @@ def _tensor(config_list, decl: TensorDecl, name: str | None = None, dtype: str |
     return item
 
 
-def pair_configs(name: str, pair: ExportedPair, network_backend: str = "onnxruntime",
-                 export_dir: str = "..") -> dict[str, object]:
+def pair_configs(name: str, pair: ExportedPair, network_backend: str = "onnxruntime") -> dict[str, object]:
     """{model name: ModelConfig} for the ensemble, its decode step and its network step.
 
     ``network_backend`` "python" runs server.onnx with onnxruntime inside Triton's Python backend,
@@ -101,18 +101,13 @@ def pair_configs(name: str, pair: ExportedPair, network_backend: str = "onnxrunt
     configs[name] = ens
 
     for config in configs.values():
-        if getattr(config, "backend", "") == "python":
-            config.parameters["aiflow_export"].string_value = export_dir
-            config.parameters["aiflow_cut"].string_value = pair.cut
-            config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-        elif config.platform == "onnxruntime_onnx":
+        if getattr(config, "backend", "") == "python" or config.platform == "onnxruntime_onnx":
             config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     return configs
 
 
 def write_triton_pair(root: Path, model_name: str, pair: ExportedPair, network_backend: str = "onnxruntime",
-                      export_dir: str = "..", server_onnx: Path | None = None,
-                      python_paths: list[str] | None = None) -> list[Path]:
+                      server_onnx: Path | None = None, python_paths: list[str] | None = None) -> list[Path]:
     """Write the three models of ``pair`` under ``root/triton``; returns their folders.
 
     ``python_paths`` (runtime repositories): folders the Python-backend models put on ``sys.path``
@@ -121,15 +116,16 @@ def write_triton_pair(root: Path, model_name: str, pair: ExportedPair, network_b
 
     name = triton_model_name(model_name, pair.cut)
     folders = []
-    for model, config in pair_configs(name, pair, network_backend, export_dir).items():
+    for model, config in pair_configs(name, pair, network_backend).items():
         folder = Path(root) / "triton" / model
         (folder / "1").mkdir(parents=True, exist_ok=True)
         (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
         if getattr(config, "backend", "") == "python":
             (folder / "1" / "model.py").write_text(MODEL_PY)
+            (folder / "1" / "pair.json").write_text(pair.model_dump_json(indent=1))
             if python_paths:
                 (folder / "1" / "aiflow_paths.txt").write_text("\n".join(python_paths) + "\n")
-        elif config.platform == "onnxruntime_onnx":
+        if model.endswith("-onnx"):  # the network step holds the network, whichever backend runs it
             shutil.copyfile(server_onnx or Path(root) / pair.server.file, folder / "1" / "model.onnx")
         folders.append(folder)
     return folders

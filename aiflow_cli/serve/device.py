@@ -10,6 +10,7 @@ retries) or ``failed`` (with the reason): a run's summary accounts for every req
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -43,7 +44,8 @@ class RequestRecord:
     device_ms: float = 0.0
     encode_ms: float = 0.0
     codec_bytes: int = 0  # what the codec produced
-    request_bytes: int = 0  # the HTTP body the server received: codec bytes + frames + the v2 JSON header
+    request_bytes: int = 0  # the HTTP body sent: codec bytes + frames + the v2 JSON header
+    response_bytes: int = 0  # the answer's body: outputs + its v2 JSON header
     roundtrip_ms: float = 0.0  # send, server, answer
     server_ms: float = 0.0  # reported by the server (decode + server.onnx)
     transfer_ms: float = 0.0  # roundtrip - server
@@ -140,7 +142,13 @@ def _v2_datatype(array: np.ndarray) -> str:
 class DevicePair:
     """One exported pair's device half: ``device.onnx``, the codec, and the model name on the server."""
 
-    def __init__(self, root: Path, manifest: Manifest, pair: ExportedPair, threads: int | None = None) -> None:
+    def __init__(self, root: Path, manifest: Manifest, pair: ExportedPair, threads: int | None = None,
+                 slowdown: float = 1.0) -> None:
+        """``slowdown`` > 1 emulates a device that many times slower than this machine: after
+        ``device.onnx`` runs, the device waits (slowdown - 1) x its own time (reported as device time)."""
+        if not 1.0 <= slowdown <= 1000:
+            raise InputError(f"--device-slowdown must be between 1 and 1000, got {slowdown:g}")
+        self.slowdown = slowdown
         if pair.kv_cache:
             raise InputError(f"pair {pair.cut} is a causal-LM pair", "use the generation client for LM pairs")
         self.pair, self.model = pair, model_name(manifest, pair)
@@ -154,6 +162,8 @@ class DevicePair:
         feeds = {d.name: a for d, a in zip(self.pair.device.inputs, arrays_of(x))}
         t0 = time.perf_counter()
         wire = self.session.run([d.name for d in self.pair.crossing], feeds)
+        if self.slowdown > 1:
+            time.sleep((self.slowdown - 1) * (time.perf_counter() - t0))
         t1 = time.perf_counter()
         encoded = [c.pack(w) for c, w in zip(self.codecs, wire)]
         framed = {d.name: np.frombuffer(frame(e), dtype=np.uint8) for d, e in zip(self.pair.crossing, encoded)}
@@ -183,7 +193,9 @@ class DevicePair:
         params = result.get_response().get("parameters", {})
         record.server_ms = server_clock() - before if server_clock else float(params.get("aiflow_server_ms", 0.0))
         record.transfer_ms = record.roundtrip_ms - record.server_ms
-        record.prediction = int(np.asarray(result.as_numpy(self.output)).reshape(-1).argmax())
+        output = np.asarray(result.as_numpy(self.output))
+        record.response_bytes = output.nbytes + len(json.dumps(result.get_response(), separators=(",", ":")))
+        record.prediction = int(output.reshape(-1).argmax())
         return record
 
 
@@ -196,9 +208,11 @@ def arrays_of(x: Any) -> list[np.ndarray]:
     return [np.asarray(x)]
 
 
-def load_device_pairs(directory: Path, threads: int | None = None) -> tuple[Manifest, dict[str, DevicePair]]:
+def load_device_pairs(directory: Path, threads: int | None = None, slowdown: float = 1.0
+                      ) -> tuple[Manifest, dict[str, DevicePair]]:
     """The export's device halves by cut, after its hashes and declarations were checked."""
     directory = Path(directory)
     manifest = load_manifest(directory)
     check_declarations(directory, manifest, check_files(directory, manifest))
-    return manifest, {p.cut: DevicePair(directory, manifest, p, threads) for p in manifest.pairs if not p.kv_cache}
+    return manifest, {p.cut: DevicePair(directory, manifest, p, threads, slowdown) for p in manifest.pairs
+                      if not p.kv_cache}

@@ -29,6 +29,7 @@ __all__ = ["LinkShape", "read_trace", "LinkProxy", "start_link_thread"]
 
 CHUNK = 16 * 1024
 MAX_IN_FLIGHT = 8 * 2**20
+SPIN_S = 0.0015
 
 
 @dataclass
@@ -133,8 +134,10 @@ class LinkProxy:
             try:
                 while (item := await queue.get()) is not None:
                     due, data = item
-                    if (wait := due - loop.time()) > 0:
-                        await asyncio.sleep(wait)
+                    if (wait := due - loop.time()) > SPIN_S:  # the selector wakes late by up to a millisecond:
+                        await asyncio.sleep(wait - SPIN_S)  # sleep to just before, then spin to the moment
+                    while loop.time() < due:
+                        pass
                     writer.write(data)
                     await writer.drain()
             except (ConnectionError, OSError):

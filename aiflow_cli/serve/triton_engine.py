@@ -79,8 +79,8 @@ def runtime_repository(directory: Path, into: Path) -> tuple[Path, list[str]]:
         if pair.kv_cache:
             skipped.append(pair.cut)
             continue
-        write_triton_pair(into, manifest.source_model.name, pair, network_backend="python", export_dir=str(directory),
-                          python_paths=python_paths())
+        write_triton_pair(into, manifest.source_model.name, pair, network_backend="python",
+                          server_onnx=directory / pair.server.file, python_paths=python_paths())
     if len(skipped) == len(manifest.pairs):
         raise InputError(f"{directory}: only causal-LM pairs, which Triton does not serve here",
                          "serve them with --engine embedded")

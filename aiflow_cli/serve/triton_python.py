@@ -2,8 +2,9 @@
 Runtime backend, its network step).
 
 Runs inside Triton's Python backend stub, which provides ``triton_python_backend_utils``. The
-model's parameters name its role (``decode`` or ``network``), the export folder (relative to the
-model repository's parent, or absolute) and the cut. The decode step reuses aiflow's own framing
+model's ``aiflow_role`` parameter names its role (``decode`` or ``network``); the decode step
+reads the pair's manifest entry from ``pair.json`` beside it, the network step the
+``model.onnx`` beside it. The decode step reuses aiflow's own framing
 and codecs, so both engines decode the same bytes the same way; a malformed request becomes a
 ``TritonError`` (Triton answers it with a 400) and the model keeps serving.
 """
@@ -24,21 +25,18 @@ class TritonPythonModel:  # the name and methods Triton's Python backend looks f
         from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
         from aiflow_cli.codecs.registry import codec_from_spec
         from aiflow_cli.export.sessions import ort_session
-        from aiflow_cli.schemas.manifest import load_manifest
+        from aiflow_cli.schemas.manifest import ExportedPair
 
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        repository = Path(args["model_repository"]).parent  # model_repository is this model's own folder
-        export = Path(params["aiflow_export"])
-        export = export if export.is_absolute() else (repository / export).resolve()
-        manifest = load_manifest(export)
-        self.pair = next(p for p in manifest.pairs if p.cut == params["aiflow_cut"])
+        here = Path(args["model_repository"]) / str(args.get("model_version", "1"))  # this model's version folder
         self.role = params["aiflow_role"]
+        self.pair = ExportedPair.model_validate_json((here / "pair.json").read_text())
         if self.role == "decode":
             self.codecs = [codec_from_spec(CodecSpec(self.pair.codec.name, self.pair.codec.params))] + \
                 [ActivationCodec() for _ in self.pair.crossing[1:]]
         else:
-            self.session = ort_session(export / self.pair.server.file, 1)
+            self.session = ort_session(here / "model.onnx", 1)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         import triton_python_backend_utils as pb_utils

@@ -166,15 +166,16 @@ def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], d
             progress(f"features at {cut}", 0, 1)
         feats = feats_by_cut[cut] = cut_features(model, index, roots)
         result_bytes = run.result_bytes = feats.test.logits.shape[-1] * feats.test.logits.element_size()
-        server = _server(model, index)
-        fisher = task_fisher(server, feats.train.x, settings.fisher_samples, seed=settings.seed, patch=settings.patch)
-        uniform = uniform_baselines(server, feats) if baselines else []
+        server_half = _server(model, index)
+        fisher = task_fisher(server_half, feats.train.x, settings.fisher_samples, seed=settings.seed,
+                             patch=settings.patch)
+        uniform = uniform_baselines(server_half, feats) if baselines else []
         if baselines:
             base += [BaselinePoint(name=b.name, bytes_per_input=b.bytes_per_input, test=b.test)
-                     for b in activation_baselines(server, feats) + uniform]
+                     for b in activation_baselines(server_half, feats) + uniform]
         curve = [(b.bytes_per_input, b.test.agreement.value) for b in uniform]
         for beta in betas:
-            point = train_bottleneck(server, feats, beta, settings, progress=progress, fisher=fisher)
+            point = train_bottleneck(server_half, feats, beta, settings, progress=progress, fisher=fisher)
             run.trained[(cut, beta)] = point
             enc_ms, dec_ms = _codec_times(point, feats)
             points.append(RatePoint(
