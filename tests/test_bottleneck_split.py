@@ -139,6 +139,38 @@ def test_device_onnx_carries_the_exit_head_with_its_calibrated_threshold(bottlen
 
 
 @needs_imagenet
+def test_the_staged_device_stops_at_a_confident_exit_and_otherwise_sends_what_device_onnx_sends(bottleneck_run):
+    import numpy as np
+
+    from aiflow_cli.data.imagenet import default_image_roots, load_batch, read_labels
+    from aiflow_cli.export.sessions import ort_session
+    from aiflow_cli.schemas.manifest import load_manifest
+    from aiflow_cli.serve.stages import StagedDevice
+
+    _, export, _ = bottleneck_run
+    (pair,) = load_manifest(export).pairs
+    (decl,) = pair.exits
+    staged = StagedDevice(export, pair)
+    assert len(staged.stages) == 2  # up to the exit's tap, then the encoder
+    whole = ort_session(export / pair.device.file)
+    images, _ = load_batch(read_labels(default_image_roots(), "test")[:60])
+    outcomes = []
+    for i in range(len(images)):
+        feeds = {pair.device.inputs[0].name: images[i:i + 1].numpy()}
+        wire_ref, logits_ref = whole.run([pair.crossing[0].name, decl.output], feeds)
+        p = np.exp(logits_ref - logits_ref.max())
+        confident = float(p.max() / p.sum()) >= decl.threshold
+        wire, exited, logits = staged.run(feeds)
+        outcomes.append(exited is not None)
+        assert (exited is not None) == confident
+        if exited is None:
+            assert np.array_equal(wire[0], wire_ref)
+        else:
+            assert np.allclose(logits, logits_ref, atol=1e-5)
+    assert not all(outcomes)
+
+
+@needs_imagenet
 def test_exported_bottleneck_pair_reproduces_its_training_graph(bottleneck_run):
     """device.onnx -> range-coded bytes -> server.onnx, run here on 40 test images, against the
     PyTorch training graph rebuilt from the exported weights."""

@@ -34,6 +34,7 @@ class PairLinkResult(Strict):
     succeeded: int
     retried: int
     failed: int
+    exited: int = Field(0, description="answered by an early exit on the device (nothing sent; not in the medians)")
     components: list[Component]
     total_p50_ms: float
     total_p90_ms: float

@@ -153,22 +153,39 @@ class DevicePair:
             raise InputError(f"pair {pair.cut} is a causal-LM pair", "use the generation client for LM pairs")
         self.pair, self.model = pair, model_name(manifest, pair)
         self.session = ort_session(Path(root) / pair.device.file, threads)
+        self.staged = None
+        if pair.exits:  # exits answer on the device, and an input that exits stops computing there
+            from aiflow_cli.serve.stages import StagedDevice
+
+            self.staged = StagedDevice(Path(root), pair, threads)
         self.codecs = [codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))] + \
             [ActivationCodec() for _ in pair.crossing[1:]]
         self.output = pair.server.outputs[0].name
 
     def encode(self, x: Any) -> tuple[dict[str, np.ndarray], int, float, float]:
         """(framed tensors to send, codec bytes, device ms, encode ms)."""
+        framed, codec_bytes, device_ms, encode_ms, _ = self._device(x, exits=False)
+        return framed, codec_bytes, device_ms, encode_ms
+
+    def _device(self, x: Any, exits: bool = True) -> tuple[dict[str, np.ndarray], int, float, float, Any]:
         feeds = {d.name: a for d, a in zip(self.pair.device.inputs, arrays_of(x))}
         t0 = time.perf_counter()
-        wire = self.session.run([d.name for d in self.pair.crossing], feeds)
+        exited = None
+        if exits and self.staged is not None:
+            wire, decl, logits = self.staged.run(feeds)
+            if decl is not None:
+                exited = (decl, logits)
+        else:
+            wire = self.session.run([d.name for d in self.pair.crossing], feeds)
         if self.slowdown > 1:
             time.sleep((self.slowdown - 1) * (time.perf_counter() - t0))
         t1 = time.perf_counter()
+        if exited is not None:
+            return {}, 0, (t1 - t0) * 1e3, 0.0, exited
         encoded = [c.pack(w) for c, w in zip(self.codecs, wire)]
         framed = {d.name: np.frombuffer(frame(e), dtype=np.uint8) for d, e in zip(self.pair.crossing, encoded)}
         t2 = time.perf_counter()
-        return framed, sum(len(e.data) for e in encoded), (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        return framed, sum(len(e.data) for e in encoded), (t1 - t0) * 1e3, (t2 - t1) * 1e3, None
 
     def request(self, client: V2Client, x: Any, index: int, label: int | None = None,
                 server_clock: Callable[[], float] | None = None) -> RequestRecord:
@@ -176,10 +193,15 @@ class DevicePair:
         (outside the timed part) when the server reports no per-request time itself."""
         before = server_clock() if server_clock else 0.0
         t0 = time.perf_counter()
-        framed, codec_bytes, device_ms, encode_ms = self.encode(x)
+        framed, codec_bytes, device_ms, encode_ms, exited = self._device(x)
         on_device = time.perf_counter() - t0
         record = RequestRecord(index=index, request_id=uuid.uuid4().hex[:16], cut=self.pair.cut, device_ms=device_ms,
                                encode_ms=encode_ms, codec_bytes=codec_bytes, label=label)
+        if exited is not None:  # answered on the device: nothing crossed the link
+            decl, logits = exited
+            record.status, record.exit, record.total_ms = "exited", decl.cut, on_device * 1e3
+            record.prediction = int(np.asarray(logits).reshape(-1).argmax())
+            return record
         record.request_bytes = client.request_bytes(framed, [self.output], record.request_id)  # bookkeeping, untimed
         t1 = time.perf_counter()
         result, attempts, error = client.infer(self.model, framed, [self.output], record.request_id)
