@@ -20,7 +20,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 NS, HOST_IF, NS_IF = "aiflow-bench", "aiflow-h", "aiflow-n"

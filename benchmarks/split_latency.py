@@ -61,8 +61,8 @@ def main() -> None:
 
     from aiflow_cli.codecs import make_codec
     from aiflow_cli.export.api import export_split
-    from aiflow_cli.export.sessions import ort_session
     from aiflow_cli.models import load_model
+    from aiflow_cli.ort import ort_session
     from aiflow_cli.profiling.host import host_info
     from aiflow_cli.profiling.measure import profile_model
     from aiflow_cli.schemas.manifest import load_manifest

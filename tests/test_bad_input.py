@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from conftest import PROFILES
 
 from aiflow_cli.cli.main import app
-from conftest import PROFILES
 
 
 def _one_error_line(result) -> str:

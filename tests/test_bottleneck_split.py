@@ -16,7 +16,6 @@ import pytest
 
 from aiflow_cli.cli.main import app
 
-
 CUT = "block12"
 
 
@@ -120,7 +119,7 @@ def test_device_onnx_carries_the_exit_head_with_its_calibrated_threshold(bottlen
     import numpy as np
 
     from aiflow_cli.data.imagenet import default_image_roots, load_batch, read_labels
-    from aiflow_cli.export.sessions import ort_session
+    from aiflow_cli.ort import ort_session
 
     report, export, _ = bottleneck_run
     (pair,) = json.loads((export / "manifest.json").read_text())["pairs"]
@@ -143,7 +142,7 @@ def test_the_staged_device_stops_at_a_confident_exit_and_otherwise_sends_what_de
     import numpy as np
 
     from aiflow_cli.data.imagenet import default_image_roots, load_batch, read_labels
-    from aiflow_cli.export.sessions import ort_session
+    from aiflow_cli.ort import ort_session
     from aiflow_cli.schemas.manifest import load_manifest
     from aiflow_cli.serve.stages import StagedDevice
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import needs_imagenet
 
 from aiflow_cli.cli.main import app
 from aiflow_cli.compress.distill import kd_loss
 from aiflow_cli.compress.pipeline import run_compress
-from conftest import needs_imagenet
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

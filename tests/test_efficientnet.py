@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from conftest import needs_imagenet
 
 from aiflow_cli.cli.main import app
-from conftest import needs_imagenet
 
 
 def test_has_a_cut_after_the_stem_each_block_and_before_the_head(efficientnet):

@@ -11,7 +11,11 @@ import torch
 from torch import nn
 
 from aiflow_cli.codecs.entropy import HEADER_BYTES, EntropyTables, FactorizedDensity
-from aiflow_cli.codecs.learned import BottleneckNet, LearnedBottleneckCodec, step_for_beta
+from aiflow_cli.codecs.learned import (
+    BottleneckNet,
+    LearnedBottleneckCodec,
+    step_for_beta,
+)
 from aiflow_cli.codecs.registry import codec_from_spec
 
 

@@ -53,8 +53,9 @@ def test_py_source_must_return_module_and_example():
 
 
 def test_onnx_source_finds_cuts_and_runs_segments(tmp_path):
-    from aiflow_cli.export.onnx_export import export_onnx
     from fixtures.tiny_models import tiny_resnet
+
+    from aiflow_cli.onnx_io import export_onnx
 
     module, example = tiny_resnet()
     path = tmp_path / "tiny.onnx"
@@ -67,9 +68,10 @@ def test_onnx_source_finds_cuts_and_runs_segments(tmp_path):
 
 
 def test_onnx_profile_counts_macs_from_the_graph(tmp_path):
-    from aiflow_cli.export.onnx_export import export_onnx
-    from aiflow_cli.profiling.measure import profile_model
     from fixtures.tiny_models import tiny_resnet
+
+    from aiflow_cli.onnx_io import export_onnx
+    from aiflow_cli.profiling.measure import profile_model
 
     module, example = tiny_resnet()
     path = tmp_path / "tiny.onnx"

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from conftest import PROFILES
 
 from aiflow_cli.profiling.roofline import HostRoofline, project
-from aiflow_cli.schemas.hardware import ComputeProfile, LinkProfile, load_compute, load_hardware, load_link
+from aiflow_cli.schemas.hardware import (
+    ComputeProfile,
+    LinkProfile,
+    load_compute,
+    load_hardware,
+    load_link,
+)
 from aiflow_cli.schemas.profile import ProfileReport, load_profile
-from conftest import PROFILES
 
 ALL = sorted(PROFILES.rglob("*.yaml"))
 

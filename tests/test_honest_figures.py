@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import PROFILES
 
 from aiflow_cli.cli.main import app
-from conftest import PROFILES
 
 TINY = "py:fixtures.tiny_models:tiny_resnet"
 

@@ -6,12 +6,12 @@ import json
 import shutil
 
 import pytest
+from conftest import PROFILES, needs_imagenet
 
 from aiflow_cli.cli.main import app
 from aiflow_cli.codecs import make_codec
 from aiflow_cli.errors import AiflowError, InputError
 from aiflow_cli.export.api import export_split
-from conftest import PROFILES, needs_imagenet
 
 JETSON = PROFILES / "devices" / "jetson-orin-nano.yaml"
 A100 = PROFILES / "servers" / "a100-edge.yaml"
@@ -71,8 +71,8 @@ def test_measured_profiles_are_accepted_for_both_sides(runner, host_profile_file
 def _run_pair(root, pair, x):  # noqa: ANN001, ANN202 - device.onnx then server.onnx, here, in onnxruntime
     import numpy as np
 
-    from aiflow_cli.export.sessions import ort_session
-    from aiflow_cli.models.segmented import tensors_of
+    from aiflow_cli.ort import ort_session
+    from aiflow_cli.tensors import tensors_of
 
     device, server = ort_session(root / pair.device.file), ort_session(root / pair.server.file)
     feeds = {d.name: t.numpy() for d, t in zip(pair.device.inputs, tensors_of(x))}
@@ -294,7 +294,7 @@ def test_split_without_link_or_cut_says_what_to_pass(runner):
 
 
 def test_device_without_server_is_refused():
-    from aiflow_cli.split.api import run_split
+    from aiflow_cli.jobs.split import run_split
 
     with pytest.raises(InputError, match="go together"):
         run_split("zoo:efficientnet-lite0", JETSON, None, [])

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PROFILES
 
 from aiflow_cli.cli.main import app
-from conftest import PROFILES
 
 TINY = "py:fixtures.tiny_models:tiny_resnet"
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

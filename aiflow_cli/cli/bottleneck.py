@@ -21,7 +21,7 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[list[P
                    profile: Optional[Path], export: Optional[Path], force: bool, plot: Optional[Path],
                    out: Optional[Path], as_json: bool) -> None:
     from aiflow_cli.atomic import check_writable, write_text_atomic
-    from aiflow_cli.split.bottleneck.run import bottleneck_split
+    from aiflow_cli.jobs.bottleneck import bottleneck_split
 
     if epochs < 0:
         raise InputError(f"--epochs must be 0 or more, got {epochs}", "for example --epochs 4")
@@ -63,7 +63,7 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[list[P
 def exits_cmd(model: str, exits: list[str], max_drop: float, data: Optional[list[Path]], out: Optional[Path],
               as_json: bool) -> None:
     from aiflow_cli.atomic import check_writable, write_text_atomic
-    from aiflow_cli.split.bottleneck.run import exits_only
+    from aiflow_cli.jobs.bottleneck import exits_only
 
     if out is not None:
         check_writable(out)

@@ -8,7 +8,13 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from aiflow_cli.cli.common import cli_errors, console, fmt_bytes, fmt_count, progress_bar
+from aiflow_cli.cli.common import (
+    cli_errors,
+    console,
+    fmt_bytes,
+    fmt_count,
+    progress_bar,
+)
 from aiflow_cli.cli.options import JsonOpt, TrustSourceOpt
 
 __all__ = ["compress_cmd"]

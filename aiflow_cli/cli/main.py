@@ -13,6 +13,7 @@ from aiflow_cli import __version__
 from aiflow_cli.cli import compress, profile, serve_pair, split
 from aiflow_cli.cli.common import err_console, state
 
+
 class OneLineUsageErrors(TyperGroup):
     """Option and argument errors (Click's usage errors) as one stderr line and exit 2, like every
     other bad input, instead of a usage block and a boxed message."""

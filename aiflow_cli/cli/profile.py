@@ -8,7 +8,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from aiflow_cli.cli.common import cli_errors, console, err_console, fmt_bytes, fmt_count, progress_bar
+from aiflow_cli.cli.common import (
+    cli_errors,
+    console,
+    err_console,
+    fmt_bytes,
+    fmt_count,
+    progress_bar,
+)
 from aiflow_cli.cli.options import JsonOpt, ModelArg, OutFileOpt, TrustRemoteCodeOpt
 
 __all__ = ["profile_cmd"]

@@ -13,7 +13,13 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from aiflow_cli.cli.common import cli_errors, console, err_console, fmt_bytes, progress_bar
+from aiflow_cli.cli.common import (
+    cli_errors,
+    console,
+    err_console,
+    fmt_bytes,
+    progress_bar,
+)
 from aiflow_cli.cli.options import JsonOpt, OutFileOpt
 from aiflow_cli.errors import InputError
 
@@ -121,8 +127,8 @@ def device_cmd(
     import json
 
     from aiflow_cli.serve.bench import bench_inputs
+    from aiflow_cli.serve.binding import read_token
     from aiflow_cli.serve.device import V2Client, load_device_pairs
-    from aiflow_cli.serve.server import read_token
 
     if count < 1:
         raise InputError(f"--count must be at least 1, got {count}")
@@ -193,7 +199,7 @@ def bench_cmd(
     Device and server are pinned to separate cores (one thread each) so that they do not contend.
     """
     from aiflow_cli.atomic import check_writable, write_text_atomic
-    from aiflow_cli.serve.bench import parse_bench_link, run_adaptive_bench, run_bench
+    from aiflow_cli.serve.bench import parse_bench_link, run_bench
 
     if bool(link) == bool(trace):
         raise InputError("give --link (fixed links) or --trace (adaptive study), not both or neither",

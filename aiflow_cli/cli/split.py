@@ -9,7 +9,12 @@ import typer
 from rich.table import Table
 
 from aiflow_cli.cli.common import cli_errors, console, fmt_bytes, progress_bar
-from aiflow_cli.cli.options import JsonOpt, OutFileOpt, TrustRemoteCodeOpt, TrustSourceOpt
+from aiflow_cli.cli.options import (
+    JsonOpt,
+    OutFileOpt,
+    TrustRemoteCodeOpt,
+    TrustSourceOpt,
+)
 from aiflow_cli.errors import InputError
 
 __all__ = ["split_cmd"]
@@ -93,7 +98,7 @@ def split_cmd(
         raise InputError(f"unexpected argument '{target_dir}'", "only 'aiflow split verify DIR' takes a second argument")
     if verify_count < 1:
         raise InputError(f"--verify-count must be at least 1, got {verify_count}", "for example --verify-count 50")
-    from aiflow_cli.split.api import run_split
+    from aiflow_cli.jobs.split import run_split
     from aiflow_cli.split.links import resolve_links
 
     if bottleneck:

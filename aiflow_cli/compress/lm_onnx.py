@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aiflow_cli.export.kv_layers import KVDecoderLayer
+from aiflow_cli.models.kv_layers import KVDecoderLayer
 
 __all__ = ["FullCausalLM"]
 

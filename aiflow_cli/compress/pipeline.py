@@ -41,7 +41,13 @@ from aiflow_cli.schemas.recipe import (
     Recipe,
     load_recipe,
 )
-from aiflow_cli.schemas.report import CompressedModel, CompressReport, Measured, MetricValue, StageRecord
+from aiflow_cli.schemas.report import (
+    CompressedModel,
+    CompressReport,
+    Measured,
+    MetricValue,
+    StageRecord,
+)
 
 __all__ = ["run_compress", "preflight", "torch_module"]
 
@@ -100,7 +106,7 @@ def _save_torch(model: SegmentedModel, module: torch.nn.Module, tmp: Path) -> tu
 def _paired_latency(before: Path, after: Path, feeds: dict[str, np.ndarray], repeats: int,
                     blocks: int = 5) -> tuple[list[float], list[float], list[float]]:
     """Alternate blocks of before / after runs; ratio = median over blocks of after/before medians."""
-    from aiflow_cli.export.sessions import ort_session
+    from aiflow_cli.ort import ort_session
 
     sessions = [ort_session(before), ort_session(after)]
     for s in sessions:
@@ -123,7 +129,7 @@ def _paired_latency(before: Path, after: Path, feeds: dict[str, np.ndarray], rep
 
 
 def _runner(path: Path) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-    from aiflow_cli.export.sessions import ort_session
+    from aiflow_cli.ort import ort_session
 
     session = ort_session(path)
     return lambda feeds: session.run(None, feeds)[0]
@@ -131,17 +137,17 @@ def _runner(path: Path) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
 
 def run_compress(spec: str | None, recipe_path: Path, out_dir: Path, data: Path | None = None, force: bool = False,
                  progress: Progress | None = None, trust_source: bool = False) -> CompressReport:
-    from aiflow_cli.export.api import check_export_dir, staged_dir
     from aiflow_cli.models import load_model
     from aiflow_cli.models.sources import load_model_named_in_file
     from aiflow_cli.profiling.host import host_info
+    from aiflow_cli.staging import check_output_dir, staged_dir
 
     t_start = time.perf_counter()
     recipe = load_recipe(recipe_path)
     if not (spec or recipe.model):
         raise InputError(f"{recipe_path}: no model given", "pass MODEL or set 'model:' in the recipe")
     out_dir = Path(out_dir)
-    check_export_dir(out_dir, force, option="--out")
+    check_output_dir(out_dir, force, option="--out")
     if data is not None and not Path(data).exists():
         raise InputError(f"--data {data}: does not exist")
     model = load_model(spec) if spec else load_model_named_in_file(recipe.model, f"{recipe_path}: field 'model'",

@@ -58,7 +58,12 @@ class _Reader:
 
 
 def quantize_static_stage(fp32: Path, out: Path, stage: QuantizeStatic, kit: TaskKit) -> dict[str, Any]:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = fp32.with_name("static-pre.onnx")

@@ -23,8 +23,8 @@ import onnx
 import torch
 
 from aiflow_cli.errors import InputError
-from aiflow_cli.export.onnx_export import export_onnx
 from aiflow_cli.models.segmented import SegmentedModel
+from aiflow_cli.onnx_io import export_onnx
 
 __all__ = ["TaskKit", "task_kit", "PPL_CONTEXT", "PPL_TOKENS", "OrtRun"]
 

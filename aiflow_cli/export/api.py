@@ -8,75 +8,32 @@ verification leaves nothing behind.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from torch import nn
 
 from aiflow_cli import __version__
 from aiflow_cli.codecs.base import ActivationCodec
-from aiflow_cli.errors import InputError, OutputError, VerificationError
-from aiflow_cli.export.onnx_export import OPSET
-from aiflow_cli.export.pair import exit_output_name, export_pair
-from aiflow_cli.export.reference_inputs import real_inputs
+from aiflow_cli.errors import InputError, VerificationError
 from aiflow_cli.export.kserve import write_inference_service
+from aiflow_cli.export.pair import exit_output_name, export_pair
 from aiflow_cli.export.triton import write_triton_pair
 from aiflow_cli.export.verify import verify_pair
+from aiflow_cli.models.reference_inputs import real_inputs
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.schemas.manifest import CodecInfo, ExitDecl, ExportedPair, Manifest, PairCost, SourceModel
+from aiflow_cli.onnx_io import OPSET
+from aiflow_cli.schemas.manifest import (
+    CodecInfo,
+    ExitDecl,
+    ExportedPair,
+    Manifest,
+    PairCost,
+    SourceModel,
+)
+from aiflow_cli.staging import staged_dir
 
-__all__ = ["check_export_dir", "export_split", "replace_dir", "staged_dir", "source_model_of"]
-
-
-def check_export_dir(out_dir: Path, force: bool, option: str = "--export") -> None:
-    """Fail before any work if ``out_dir`` cannot become the output directory (named by ``option``)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"{out_dir}: exists and is not a directory", f"choose another {option} path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise OutputError(f"{out_dir}: directory is not empty", "pass --force to replace it, or choose another path")
-    parent = out_dir.parent
-    while not parent.exists() and parent != parent.parent:  # staged_dir creates missing parents
-        parent = parent.parent
-    try:
-        probe = tempfile.mkdtemp(prefix=f".{out_dir.name}.probe-", dir=parent)
-        os.rmdir(probe)
-    except OSError as exc:
-        raise OutputError(f"{out_dir}: cannot write in {parent} ({exc.strerror or exc.__class__.__name__})",
-                          f"choose a {option} path in a folder you can write to") from None
-
-
-def replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move a finished ``tmp`` into place, replacing ``out_dir`` only once ``tmp`` is complete."""
-    backup = None
-    if out_dir.exists():
-        backup = out_dir.with_name(f".{out_dir.name}.old-{tmp.name[-8:]}")
-        out_dir.rename(backup)
-    tmp.rename(out_dir)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
-
-
-@contextmanager
-def staged_dir(out_dir: Path, force: bool, option: str = "--export") -> Iterator[Path]:
-    """Yield a temporary sibling of ``out_dir``; move it into place only if the block succeeds."""
-    check_export_dir(out_dir, force, option)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        yield tmp
-        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp made it private; give it the usual modes
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-        replace_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+__all__ = ["export_split", "source_model_of"]
 
 
 def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, ActivationCodec], out_dir: Path,

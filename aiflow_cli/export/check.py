@@ -21,9 +21,9 @@ from pathlib import Path
 import onnx
 
 from aiflow_cli.errors import ConfigError, InputError, VerificationError
-from aiflow_cli.export.reference_inputs import real_inputs
-from aiflow_cli.hashing import sha256_file
 from aiflow_cli.export.verify import verify_pair
+from aiflow_cli.hashing import sha256_file
+from aiflow_cli.models.reference_inputs import real_inputs
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.models.sources import load_model_named_in_file
 from aiflow_cli.schemas.manifest import Artifact, Manifest, TensorDecl, load_manifest

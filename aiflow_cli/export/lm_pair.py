@@ -21,12 +21,18 @@ import torch
 
 from aiflow_cli import __version__
 from aiflow_cli.errors import InputError, VerificationError
-from aiflow_cli.export.kv_layers import KVDecoderLayer, KVDevice, KVServer
-from aiflow_cli.export.onnx_export import OPSET, export_onnx
 from aiflow_cli.export.pair import pair_dirname, save_artifact
 from aiflow_cli.export.tensors import dynamic_axes
+from aiflow_cli.models.kv_layers import KVDecoderLayer, KVDevice, KVServer
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.schemas.manifest import CodecInfo, ExportedPair, Manifest, TensorDecl, Verification
+from aiflow_cli.onnx_io import OPSET, export_onnx
+from aiflow_cli.schemas.manifest import (
+    CodecInfo,
+    ExportedPair,
+    Manifest,
+    TensorDecl,
+    Verification,
+)
 
 __all__ = ["export_lm_split", "verify_lm_pair", "LMPairRunner", "VERIFY_PROMPTS", "VERIFY_TOKENS", "eos_ids",
            "greedy_reference"]
@@ -109,7 +115,7 @@ class LMPairRunner:
     """Greedy decoding through device.onnx and server.onnx, each keeping its own KV cache."""
 
     def __init__(self, root: Path, pair: ExportedPair) -> None:
-        from aiflow_cli.export.sessions import ort_session
+        from aiflow_cli.ort import ort_session
 
         self.pair = pair
         self.device = ort_session(Path(root) / pair.device.file)
@@ -185,7 +191,8 @@ def greedy_reference(model: SegmentedModel, ids: torch.Tensor, max_new_tokens: i
 
 def export_lm_split(model: SegmentedModel, cuts: list[str], out_dir: Path, force: bool = False,
                     progress: Callable[[str, int, int], None] | None = None) -> Manifest:
-    from aiflow_cli.export.api import source_model_of, staged_dir
+    from aiflow_cli.export.api import source_model_of
+    from aiflow_cli.staging import staged_dir
 
     for cut in cuts:
         _layer_count(model, cut)

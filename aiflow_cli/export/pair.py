@@ -21,10 +21,10 @@ from torch import nn
 
 from aiflow_cli.codecs.base import ActivationCodec
 from aiflow_cli.errors import InputError
-from aiflow_cli.export.onnx_export import OPSET, export_onnx
 from aiflow_cli.export.tensors import boundary_names, declare, dynamic_axes
 from aiflow_cli.hashing import sha256_file
 from aiflow_cli.models.segmented import SegmentedModel
+from aiflow_cli.onnx_io import OPSET, export_onnx
 from aiflow_cli.schemas.manifest import Artifact, TensorDecl
 
 __all__ = ["exit_output_name", "DeviceHalf", "ServerHalf", "ExportedFiles", "export_pair", "pair_dirname", "save_artifact"]

@@ -9,15 +9,15 @@ import numpy as np
 
 from aiflow_cli.codecs.base import ActivationCodec, CodecSpec, EncodedTensor
 from aiflow_cli.codecs.registry import codec_from_spec
-from aiflow_cli.models.segmented import tensors_of
 from aiflow_cli.schemas.manifest import ExportedPair
+from aiflow_cli.tensors import tensors_of
 
 __all__ = ["PairRunner"]
 
 
 class PairRunner:
     def __init__(self, root: Path, pair: ExportedPair, threads: int | None = None) -> None:
-        from aiflow_cli.export.sessions import ort_session
+        from aiflow_cli.ort import ort_session
 
         self.pair = pair
         self.device = ort_session(Path(root) / pair.device.file, threads)

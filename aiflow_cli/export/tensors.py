@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from aiflow_cli.models.segmented import SegmentedModel, tensors_of
+from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.schemas.manifest import TensorDecl
+from aiflow_cli.tensors import tensors_of
 
 __all__ = ["declare", "dynamic_axes", "boundary_names", "torch_dtype_name"]
 

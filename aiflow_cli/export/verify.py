@@ -78,6 +78,6 @@ def _reference(model: SegmentedModel, root: Path, pair: ExportedPair, min_agreem
 
 
 def _batch_size(x: Any) -> int:
-    from aiflow_cli.models.segmented import tensors_of
+    from aiflow_cli.tensors import tensors_of
 
     return tensors_of(x)[0].shape[0]

@@ -17,7 +17,8 @@ from torch import nn
 
 from aiflow_cli.errors import ModelSourceError
 from aiflow_cli.models.graph_cuts import GraphNode, find_cuts
-from aiflow_cli.models.segmented import Segment, SegmentedModel, tensors_of
+from aiflow_cli.models.segmented import Segment, SegmentedModel
+from aiflow_cli.tensors import tensors_of
 
 __all__ = ["OnnxSegment", "load_onnx", "onnx_macs", "call_overhead_ms"]
 
@@ -30,7 +31,7 @@ class OnnxSegment(nn.Module):
 
     def __init__(self, proto: onnx.ModelProto, threads: int | None = None) -> None:
         super().__init__()
-        from aiflow_cli.export.sessions import ort_session
+        from aiflow_cli.ort import ort_session
 
         self.proto = proto
         self.session = ort_session(proto.SerializeToString(), threads)

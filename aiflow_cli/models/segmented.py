@@ -21,7 +21,7 @@ from torch import nn
 
 from aiflow_cli.errors import InputError
 
-__all__ = ["Segment", "SegmentedModel", "tensors_of", "nbytes_of", "fingerprint_module"]
+__all__ = ["Segment", "SegmentedModel", "fingerprint_module"]
 
 
 @dataclass
@@ -83,21 +83,6 @@ class SegmentedModel:
             with open(self.extras["onnx_path"], "rb") as fh:
                 return hashlib.file_digest(fh, "sha256").hexdigest()
         return fingerprint_module(self.whole)
-
-
-def tensors_of(value: Any) -> list[torch.Tensor]:
-    """Flatten a crossing value (tensor, tuple, list) into its tensors."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in tensors_of(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in tensors_of(v)]
-    return []
-
-
-def nbytes_of(value: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors_of(value))
 
 
 def fingerprint_module(module: nn.Module) -> str:

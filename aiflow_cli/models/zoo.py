@@ -47,9 +47,7 @@ def _minilm_l6(spec: str) -> SegmentedModel:
 
 def _smollm2_135m(spec: str) -> SegmentedModel:
     from aiflow_cli.models.hf import causal_lm_model
-    from aiflow_cli.models.smollm2 import smollm2_dir
-
-    from aiflow_cli.models.smollm2 import WEIGHTS_NOTE
+    from aiflow_cli.models.smollm2 import WEIGHTS_NOTE, smollm2_dir
 
     model = causal_lm_model(spec, "smollm2-135m", smollm2_dir())
     model.extras["weights"] = WEIGHTS_NOTE

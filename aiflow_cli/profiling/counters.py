@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from aiflow_cli.models.segmented import nbytes_of
+from aiflow_cli.tensors import nbytes_of
 
 __all__ = ["PeakMemoryMode", "count_forward"]
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from aiflow_cli.errors import InputError
-from aiflow_cli.models.segmented import Segment, SegmentedModel, nbytes_of, tensors_of
+from aiflow_cli.models.segmented import Segment, SegmentedModel
 from aiflow_cli.profiling.counters import count_forward
 from aiflow_cli.profiling.host import host_info
 from aiflow_cli.schemas.profile import (
@@ -29,6 +29,7 @@ from aiflow_cli.schemas.profile import (
     Stability,
     Totals,
 )
+from aiflow_cli.tensors import nbytes_of, tensors_of
 
 __all__ = ["profile_model", "check_profile_settings", "segment_macs", "Progress", "latency_of", "unique_params",
            "assess_stability", "call_overhead_ms", "STABILITY_ADVICE"]
@@ -102,7 +103,11 @@ def unique_params(module: torch.nn.Module) -> tuple[int, int]:
 def _input_bytes(model: SegmentedModel, x: Any) -> InputBytes:
     raw = nbytes_of(x)
     if model.task == "image-classification":
-        from aiflow_cli.data.imagenet import imagenet_sample_dir, jpeg_bytes, read_labels
+        from aiflow_cli.data.imagenet import (
+            imagenet_sample_dir,
+            jpeg_bytes,
+            read_labels,
+        )
 
         if (imagenet_sample_dir() / "labels.csv").is_file():
             # median over a fixed slice of the sample, times the batch: one photo is not typical
@@ -230,8 +235,8 @@ def _onnx_counts(segments: list[Segment], x: Any) -> tuple[list[Any], list[int],
 
 def _to_onnxruntime(model: SegmentedModel, x: Any, threads: int | None = None) -> tuple[list[Segment], torch.nn.Module]:
     """Export each torch segment and the whole model to ONNX and run them in onnxruntime."""
-    from aiflow_cli.export.onnx_export import export_onnx, value_names
     from aiflow_cli.models.onnx_source import OnnxSegment
+    from aiflow_cli.onnx_io import export_onnx, value_names
 
     if model.task == "causal-lm":
         raise InputError("--runtime onnxruntime is not available for causal LMs in profile",

@@ -23,7 +23,11 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiflow_cli.errors import ConfigError
-from aiflow_cli.schemas.loading import check_finite, describe_validation_error, read_mapping
+from aiflow_cli.schemas.loading import (
+    check_finite,
+    describe_validation_error,
+    read_mapping,
+)
 
 __all__ = ["RECIPE_SCHEMA_VERSION", "PruneMagnitude", "PruneChannels", "PruneDepth", "QuantizeDynamic",
            "QuantizeStatic", "QuantizeInt4", "Distill", "Evaluate", "Stage", "Recipe", "STAGES", "load_recipe",

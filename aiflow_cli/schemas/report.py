@@ -7,7 +7,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from aiflow_cli.schemas.base import Strict
-
 from aiflow_cli.schemas.profile import HostInfo
 
 __all__ = ["REPORT_SCHEMA_VERSION", "MetricValue", "Measured", "StageRecord", "CompressReport",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,7 +22,11 @@ from starlette.routing import Route
 from aiflow_cli import __version__
 from aiflow_cli.errors import InputError
 from aiflow_cli.serve.halves import ServedModel, SessionLost
-from aiflow_cli.serve.protocol import HEADER_LENGTH, encode_infer_response, parse_infer_request
+from aiflow_cli.serve.protocol import (
+    HEADER_LENGTH,
+    encode_infer_response,
+    parse_infer_request,
+)
 
 __all__ = ["build_app", "DEFAULT_MAX_BODY_BYTES"]
 

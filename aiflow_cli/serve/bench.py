@@ -21,8 +21,20 @@ from typing import Any, Callable
 import numpy as np
 
 from aiflow_cli.errors import InputError
-from aiflow_cli.schemas.bench import AdaptReport, AdaptVariant, BenchReport, Component, PairLinkResult, Protocol
-from aiflow_cli.serve.device import DevicePair, RequestRecord, V2Client, load_device_pairs
+from aiflow_cli.schemas.bench import (
+    AdaptReport,
+    AdaptVariant,
+    BenchReport,
+    Component,
+    PairLinkResult,
+    Protocol,
+)
+from aiflow_cli.serve.device import (
+    DevicePair,
+    RequestRecord,
+    V2Client,
+    load_device_pairs,
+)
 from aiflow_cli.serve.link import LinkShape, start_link_thread
 from aiflow_cli.split.cost import Link, predict
 

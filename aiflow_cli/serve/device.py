@@ -23,7 +23,7 @@ from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
 from aiflow_cli.codecs.registry import codec_from_spec
 from aiflow_cli.errors import InputError
 from aiflow_cli.export.check import check_declarations, check_files
-from aiflow_cli.export.sessions import ort_session
+from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import ExportedPair, Manifest, load_manifest
 from aiflow_cli.serve.halves import model_name
 from aiflow_cli.serve.wire import frame

@@ -18,7 +18,7 @@ import numpy as np
 
 from aiflow_cli.codecs.base import ActivationCodec
 from aiflow_cli.errors import InputError
-from aiflow_cli.export.sessions import ort_session
+from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import ExportedPair, Manifest
 from aiflow_cli.serve.device import V2Client
 from aiflow_cli.serve.halves import model_name

@@ -24,9 +24,14 @@ from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
 from aiflow_cli.codecs.registry import codec_from_spec
 from aiflow_cli.errors import InputError
 from aiflow_cli.export.check import check_declarations, check_files
-from aiflow_cli.export.sessions import ort_session
 from aiflow_cli.export.triton import triton_model_name
-from aiflow_cli.schemas.manifest import ExportedPair, Manifest, TensorDecl, load_manifest
+from aiflow_cli.ort import ort_session
+from aiflow_cli.schemas.manifest import (
+    ExportedPair,
+    Manifest,
+    TensorDecl,
+    load_manifest,
+)
 from aiflow_cli.serve.wire import unframe
 
 __all__ = ["V2_DATATYPES", "ServedModel", "PairModel", "LMPairModel", "SessionLost", "load_served_models", "decode_wire",

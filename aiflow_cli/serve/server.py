@@ -1,23 +1,18 @@
 """Start a v2 server for an export: the embedded engine (Starlette + uvicorn, onnxruntime inside)
-or Triton (see :mod:`aiflow_cli.serve.triton_engine`).
-
-Binding is safe by default: loopback only; any other address needs a bearer token file, so
-that an export is never served to a network without a password.
+or Triton (see :mod:`aiflow_cli.serve.triton_engine`). Binding rules: :mod:`aiflow_cli.serve.binding`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiflow_cli.errors import InputError
+from aiflow_cli.serve.binding import check_bind
 
-__all__ = ["ServeSettings", "check_bind", "read_token", "serve", "pin_to_cores", "LOOPBACK"]
+__all__ = ["ServeSettings", "serve", "pin_to_cores"]
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
-MIN_TOKEN_CHARS = 16
 
 
 @dataclass
@@ -32,33 +27,6 @@ class ServeSettings:
     max_sessions: int = 64
     idle_seconds: float = 300.0
     cores: list[int] | None = None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def read_token(path: Path) -> str:
-    from aiflow_cli.schemas.loading import read_text
-
-    token = read_text(Path(path), "token file", max_bytes=4096).strip()
-    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
-        raise InputError(f"{path}: a token is one line of at least {MIN_TOKEN_CHARS} characters without spaces",
-                         "for example: python -c 'import secrets; print(secrets.token_urlsafe(32))' > token")
-    return token
-
-
-def check_bind(host: str, token_file: Path | None) -> str | None:
-    """The token to require, or None on loopback without one; binding elsewhere needs a token."""
-    if not _is_loopback(host) and token_file is None:
-        raise InputError(f"--host {host} is not loopback: serving to a network needs --token-file",
-                         "write a secret token to a file and pass --token-file FILE (clients send it as a bearer token)")
-    return read_token(token_file) if token_file is not None else None
 
 
 def pin_to_cores(cores: list[int] | None) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx.utils import Extractor
 
-from aiflow_cli.export.sessions import ort_session
+from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import ExitDecl, ExportedPair
 
 __all__ = ["Stage", "StagedDevice", "tap_of"]

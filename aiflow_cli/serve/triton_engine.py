@@ -27,6 +27,7 @@ from pathlib import Path
 from aiflow_cli.errors import InputError
 from aiflow_cli.models.cache import cache_dir
 from aiflow_cli.models.wheels import fetch_wheel
+from aiflow_cli.serve.binding import is_loopback
 
 __all__ = ["PYTRITON", "triton_home", "runtime_repository", "triton_command", "serve_triton"]
 
@@ -109,9 +110,7 @@ def python_paths() -> list[str]:
 
 def serve_triton(settings, token: str | None) -> None:  # noqa: ANN001 - ServeSettings
     """Run tritonserver in the foreground until it exits or this process is stopped."""
-    from aiflow_cli.serve.server import LOOPBACK
-
-    if token is not None or settings.host not in LOOPBACK:
+    if token is not None or not is_loopback(settings.host):
         raise InputError("--engine triton serves loopback only (Triton checks no bearer token)",
                          "bind 127.0.0.1, or use --engine embedded with --token-file")
     home = triton_home()

@@ -24,7 +24,7 @@ class TritonPythonModel:  # the name and methods Triton's Python backend looks f
     def initialize(self, args: dict[str, Any]) -> None:
         from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
         from aiflow_cli.codecs.registry import codec_from_spec
-        from aiflow_cli.export.sessions import ort_session
+        from aiflow_cli.ort import ort_session
         from aiflow_cli.schemas.manifest import ExportedPair
 
         config = json.loads(args["model_config"])
@@ -47,8 +47,11 @@ class TritonPythonModel:  # the name and methods Triton's Python backend looks f
                 outputs = self._decode(request, pb_utils) if self.role == "decode" else self._network(request, pb_utils)
                 responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
             except Exception as exc:  # noqa: BLE001 - one bad request must not stop the model
-                message = getattr(exc, "one_line", lambda: str(exc))()
-                code = getattr(pb_utils.TritonError, "INVALID_ARG", None) if hasattr(exc, "one_line") else None
+                from aiflow_cli.errors import AiflowError
+
+                bad_input = isinstance(exc, AiflowError)
+                message = exc.one_line() if bad_input else str(exc)
+                code = getattr(pb_utils.TritonError, "INVALID_ARG", None) if bad_input else None
                 error = pb_utils.TritonError(message, code) if code is not None else pb_utils.TritonError(message)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
         return responses

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from aiflow_cli.codecs import ActivationCodec, make_codec
-from aiflow_cli.export.reference_inputs import real_inputs
-from aiflow_cli.models.segmented import SegmentedModel, nbytes_of, tensors_of
+from aiflow_cli.models.reference_inputs import real_inputs
+from aiflow_cli.models.segmented import SegmentedModel
+from aiflow_cli.tensors import nbytes_of, tensors_of
 
 __all__ = ["CutCodec", "evaluate_codec"]
 

@@ -23,16 +23,37 @@ from torch import nn
 
 from aiflow_cli.errors import InputError
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.schemas.bottleneck import (BaselinePoint, BottleneckReport, DataSplit, ExitPoint, JointChoice,
-                                           OperatingPoint, RatePoint)
-from aiflow_cli.split.bottleneck.baselines import (JPEG_QUALITIES, activation_baselines, jpeg_baselines,
-                                                   uniform_baselines)
-from aiflow_cli.split.bottleneck.exits import ExitResult, exit_decisions, train_exit
-from aiflow_cli.split.bottleneck.features import CutFeatures, check_image_data, classifier_of, cut_features
-from aiflow_cli.split.bottleneck.scoring import score_predictions
-from aiflow_cli.split.bottleneck.train import TrainedPoint, TrainSettings, task_fisher, train_bottleneck
-from aiflow_cli.split.cost import Link, SideCost
+from aiflow_cli.schemas.bottleneck import (
+    BaselinePoint,
+    BottleneckReport,
+    DataSplit,
+    ExitPoint,
+    JointChoice,
+    OperatingPoint,
+    RatePoint,
+)
 from aiflow_cli.schemas.figures import Drop
+from aiflow_cli.split.bottleneck.baselines import (
+    JPEG_QUALITIES,
+    activation_baselines,
+    jpeg_baselines,
+    uniform_baselines,
+)
+from aiflow_cli.split.bottleneck.exits import ExitResult, exit_decisions, train_exit
+from aiflow_cli.split.bottleneck.features import (
+    CutFeatures,
+    check_image_data,
+    classifier_of,
+    cut_features,
+)
+from aiflow_cli.split.bottleneck.scoring import score_predictions
+from aiflow_cli.split.bottleneck.train import (
+    TrainedPoint,
+    TrainSettings,
+    task_fisher,
+    train_bottleneck,
+)
+from aiflow_cli.split.cost import Link, SideCost
 from aiflow_cli.stats import drop_of, share
 
 __all__ = ["BottleneckRun", "run_bottleneck", "check_bottleneck_settings", "parse_betas", "interpolate_bytes_at",

@@ -55,7 +55,11 @@ class CutFeatures:
 def check_image_data(roots: Path | list[Path] | None) -> list[Path]:
     """The data folders to use (default: every ImageNet folder under the data root), each with
     images in all three parts of the split."""
-    from aiflow_cli.data.imagenet import default_data_root, default_image_roots, read_labels
+    from aiflow_cli.data.imagenet import (
+        default_data_root,
+        default_image_roots,
+        read_labels,
+    )
 
     if roots is None or roots == []:
         roots = default_image_roots()

@@ -25,7 +25,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aiflow_cli.codecs.learned import BottleneckNet, LearnedBottleneckCodec, space_to_depth, step_for_beta
+from aiflow_cli.codecs.learned import (
+    BottleneckNet,
+    LearnedBottleneckCodec,
+    space_to_depth,
+    step_for_beta,
+)
 from aiflow_cli.schemas.bottleneck import Scores
 from aiflow_cli.split.bottleneck.features import CutFeatures, SplitFeatures
 from aiflow_cli.split.bottleneck.scoring import score_logits

@@ -9,8 +9,13 @@ from typing import Callable
 from aiflow_cli.errors import InputError
 from aiflow_cli.schemas.bottleneck import BottleneckReport, DataSplit
 from aiflow_cli.schemas.manifest import Manifest, PairCost
-from aiflow_cli.split.bottleneck.api import (check_bottleneck_settings, check_max_drop, parse_betas,
-                                             parse_jpeg_qualities, run_bottleneck)
+from aiflow_cli.split.bottleneck.api import (
+    check_bottleneck_settings,
+    check_max_drop,
+    parse_betas,
+    parse_jpeg_qualities,
+    run_bottleneck,
+)
 from aiflow_cli.split.bottleneck.baselines import JPEG_QUALITIES
 from aiflow_cli.split.bottleneck.train import TrainSettings
 
@@ -41,9 +46,9 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | list[Pa
     if device is not None and not links:
         raise InputError("no link given", "pass --link FILE.yaml or --bandwidth 0.5MB/s,1MB/s --rtt 20ms")
     if export_dir is not None:
-        from aiflow_cli.export.api import check_export_dir
+        from aiflow_cli.staging import check_output_dir
 
-        check_export_dir(export_dir, force)
+        check_output_dir(export_dir, force)
         if finetune_server:
             raise InputError("--export with --finetune-server is not available yet",
                              "export without --finetune-server (the server half stays frozen)")

@@ -15,7 +15,7 @@ import onnx
 import torch
 from torch import nn
 
-from aiflow_cli.models.segmented import tensors_of
+from aiflow_cli.tensors import tensors_of
 
 __all__ = ["OPSET", "export_onnx", "value_names"]
 

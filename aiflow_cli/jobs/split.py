@@ -26,7 +26,7 @@ def run_split(spec: str, device: Path | None, server: Path | None, links: list[L
               force: bool = False, triton: bool = True, verify_count: int = 50, trust_remote_code: bool = False,
               progress: Callable[[str, int, int], None] | None = None, accept_unstable: bool = False) -> SplitOutcome:
     from aiflow_cli.codecs import make_codec
-    from aiflow_cli.export.api import check_export_dir
+    from aiflow_cli.staging import check_output_dir
 
     make_codec(codec)
     if (device is None) != (server is None):
@@ -36,7 +36,7 @@ def run_split(spec: str, device: Path | None, server: Path | None, links: list[L
     if device is None and not (export_dir and cuts):
         raise InputError("nothing to do", "pass --device/--server/--link to plan, or --cut C --export DIR to export")
     if export_dir is not None:
-        check_export_dir(export_dir, force)
+        check_output_dir(export_dir, force)
     model = load_model(spec, trust_remote_code=trust_remote_code)
     if model.task == "causal-lm" and codec != "fp32" and export_dir is not None:
         raise InputError(f"codec '{codec}' is not available for KV-cached causal-LM pairs yet", "use --codec fp32")

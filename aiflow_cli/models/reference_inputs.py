@@ -22,7 +22,11 @@ def real_inputs(model: SegmentedModel, purpose: Literal["calibration", "verifica
     """(list of input batches, description of where they came from)."""
     missing = ""
     if model.task == "image-classification":
-        from aiflow_cli.data.imagenet import imagenet_sample_dir, load_batch, read_labels
+        from aiflow_cli.data.imagenet import (
+            imagenet_sample_dir,
+            load_batch,
+            read_labels,
+        )
 
         if (imagenet_sample_dir() / "labels.csv").is_file():
             split = "train" if purpose == "calibration" else "test"

@@ -1,0 +1,1 @@
+"""The library call behind each command that spans stages (plan or train, then export)."""
