@@ -8,14 +8,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from aiflow_cli.cli.common import console, progress_bar
+from aiflow_cli.cli.common import console, progress_bar, show
 from aiflow_cli.errors import InputError
 
 __all__ = ["bottleneck_cmd", "exits_cmd"]
 
 
 def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[list[Path]], auto: bool, max_drop: float,
-                   exits: list[str], finetune_server: bool, epochs: int, patch: int, jpeg_quality: str,
+                   exits: list[str], finetune_server: bool, epochs: int, patch: int, jpeg_quality: str, wide: bool,
                    device: Optional[Path],
                    server: Optional[Path], link: list[Path], bandwidth: Optional[str], rtt: Optional[str],
                    profile: Optional[Path], export: Optional[Path], force: bool, plot: Optional[Path],
@@ -49,7 +49,7 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[list[P
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
-    _render(report)
+    _render(report, wide)
     if outcome.manifest is not None:
         pair = outcome.manifest.pairs[0]
         console.print(f"exported {pair.cut} (beta {outcome.exported_beta:g}) to {export}: agreement with "
@@ -98,27 +98,34 @@ def _render_exits(report) -> None:  # noqa: ANN001
     for e in report.exits:
         ex.add_row(e.cut, f"{e.threshold:.2f}", f"{e.exit_rate.value:.1%}", fmt_share(e.test.top1), fmt_drop(e.test.drop),
                    f"{e.compute_saved:.1%}")
-    console.print(ex)
+    show(ex)
 
 
-def _render(report) -> None:  # noqa: ANN001
+def _render(report, wide: bool = False) -> None:  # noqa: ANN001
     d = report.data
     console.print(f"[bold]{report.model}[/]  unsplit top-1 {fmt_share(report.reference_test)} on {d.test_inputs} test "
                   f"images; choices on {d.validation_inputs} validation images; trained on {d.train_inputs} inputs "
                   f"({d.rule})", highlight=False)
     jpeg90 = next((b.bytes_per_input for b in report.baselines if b.name == "jpeg-q90"), None)
     table = Table(title="learned bottleneck: rate vs accuracy (test, 95% CI)", title_style="bold",
-                  caption="val drop: the drop on validation, where the operating point is chosen; uniform: bytes the "
-                          "uniform baseline needs for the same test agreement")
-    for col in ("cut", "beta", "bytes", "top-1", "drop (points)", "val drop", "agree", "uniform", "JPEG q90/"):
+                  caption="val drop: the drop on validation, where the operating point is chosen"
+                          + ("; uniform: bytes the uniform baseline needs for the same test agreement" if wide
+                             else "; --wide: top-1, agreement, uniform"))
+    cols = (("cut", "beta", "bytes", "top-1", "drop (points)", "val drop", "agree", "uniform", "JPEG q90/") if wide
+            else ("cut", "beta", "bytes", "test drop (points)", "val drop", "JPEG q90/"))
+    for col in cols:
         table.add_column(col, justify="left" if col == "cut" else "right")
     for p in report.points:
         uni = p.uniform_bytes_at_equal_agreement
-        table.add_row(p.cut, f"{p.beta:g}", f"{p.bytes_per_input:,.0f}", fmt_share(p.test.top1), fmt_drop(p.test.drop),
-                      f"{p.validation.drop.points:+.1f}", f"{p.test.agreement.value:.3f}",
-                      "-" if uni is None else f"{p.bytes_per_input / uni:.2f}x",
-                      "-" if jpeg90 is None else f"{jpeg90 / p.bytes_per_input:.1f}x")
-    console.print(table)
+        jpeg = "-" if jpeg90 is None else f"{jpeg90 / p.bytes_per_input:.1f}x"
+        if wide:
+            table.add_row(p.cut, f"{p.beta:g}", f"{p.bytes_per_input:,.0f}", fmt_share(p.test.top1),
+                          fmt_drop(p.test.drop), f"{p.validation.drop.points:+.1f}", f"{p.test.agreement.value:.3f}",
+                          "-" if uni is None else f"{p.bytes_per_input / uni:.2f}x", jpeg)
+        else:
+            table.add_row(p.cut, f"{p.beta:g}", f"{p.bytes_per_input:,.0f}", fmt_drop(p.test.drop),
+                          f"{p.validation.drop.points:+.1f}", jpeg)
+    show(table)
     op = report.operating_point
     if op is not None:
         verdict = "supports" if op.test_supports_max_drop else "does not support"
@@ -131,15 +138,15 @@ def _render(report) -> None:  # noqa: ANN001
             lat.add_column(col, justify="left" if col == "cut" else "right")
         for p in report.points:
             lat.add_row(p.cut, f"{p.beta:g}", *[f"{p.latency_ms[name]:.1f}" for name in report.links])
-        console.print(lat)
+        show(lat)
     if report.baselines:
         base = Table(title="baselines (same test images)", title_style="bold")
-        for col in ("name", "bytes", "top-1", "drop (points)", "agreement"):
+        for col in ("name", "bytes", *(("top-1",) if wide else ()), "drop (points)", "agreement"):
             base.add_column(col, justify="left" if col == "name" else "right")
         for b in report.baselines:
-            base.add_row(b.name, f"{b.bytes_per_input:,.0f}", fmt_share(b.test.top1), fmt_drop(b.test.drop),
-                         f"{b.test.agreement.value:.3f}")
-        console.print(base)
+            base.add_row(b.name, f"{b.bytes_per_input:,.0f}", *((fmt_share(b.test.top1),) if wide else ()),
+                         fmt_drop(b.test.drop), f"{b.test.agreement.value:.3f}")
+        show(base)
     if report.exits:
         _render_exits(report)
     if report.chosen:
@@ -151,4 +158,4 @@ def _render(report) -> None:  # noqa: ANN001
             ch.add_row(c.link, c.cut, "-" if c.beta is None else f"{c.beta:g}", c.exit or "-",
                        f"{c.bytes_per_input:,.0f}", f"{c.validation_drop:+.1f}",
                        "-" if c.test_drop is None else fmt_drop(c.test_drop), f"{c.expected_latency_ms:.1f}")
-        console.print(ch)
+        show(ch)

@@ -17,10 +17,11 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 
 from aiflow_cli.errors import AiflowError
 
-__all__ = ["console", "err_console", "state", "cli_errors", "progress_bar", "fmt_bytes", "fmt_count"]
+__all__ = ["console", "err_console", "state", "cli_errors", "progress_bar", "fmt_bytes", "fmt_count", "show"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -92,3 +93,12 @@ def fmt_count(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.4g}{unit}"
     return f"{n:.0f}"
+
+
+def show(table: Table) -> None:
+    """Print a table that wraps cells instead of cutting them: in an 80-column terminal a cut name or
+    a number must never read as ``blo…`` or ``0.00…``."""
+    for column in table.columns:
+        column.overflow = "fold"
+        column.no_wrap = False
+    console.print(table)

@@ -14,6 +14,7 @@ from aiflow_cli.cli.common import (
     fmt_bytes,
     fmt_count,
     progress_bar,
+    show,
 )
 from aiflow_cli.cli.options import JsonOpt, TrustSourceOpt
 
@@ -58,7 +59,7 @@ def compress_cmd(
     for key, value in a.metric.extra.items():
         if key in ("agreement_with_original", "next_token_agreement", "min_cosine"):
             table.add_row(key.replace("_", " "), "", f"{value:.4f}", "")
-    console.print(table)
+    show(table)
     if b.weights:
         console.print(f"before = {b.weights}", highlight=False)
     stages = Table(title="stages", title_style="bold")
@@ -67,5 +68,5 @@ def compress_cmd(
     for s in report.stages:
         figures = ", ".join(f"{k}={v}" for k, v in s.figures.items() if not isinstance(v, list))
         stages.add_row(str(s.index), s.kind + (f"/{s.method}" if s.method else ""), f"{s.seconds:.1f}", figures)
-    console.print(stages)
+    show(stages)
     console.print(f"wrote {out} ({report.seconds_total:.0f} s)")

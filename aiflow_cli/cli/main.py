@@ -64,7 +64,7 @@ def main(
 
 
 app.command("profile")(profile.profile_cmd)
-app.command("split")(split.split_cmd)
+app.add_typer(split.app, name="split")
 app.command("compress")(compress.compress_cmd)
 app.add_typer(serve_pair.app, name="serve-pair")
 

@@ -15,6 +15,7 @@ from aiflow_cli.cli.common import (
     fmt_bytes,
     fmt_count,
     progress_bar,
+    show,
 )
 from aiflow_cli.cli.options import JsonOpt, ModelArg, OutFileOpt, TrustRemoteCodeOpt
 
@@ -112,7 +113,7 @@ def _render(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily
         row += [fmt_count(seg.macs), fmt_count(seg.params), fmt_bytes(seg.weight_bytes),
                 fmt_bytes(seg.peak_memory_bytes), fmt_bytes(seg.out_bytes) if i < len(report.cuts) else "output"]
         table.add_row(*row)
-    console.print(table)
+    show(table)
     t = report.total
     console.print(f"{len(report.cuts)} cuts; total MACs {fmt_count(t.macs)}, params {fmt_count(t.params)} "
                   f"({fmt_bytes(t.weight_bytes)})")

@@ -19,6 +19,7 @@ from aiflow_cli.cli.common import (
     err_console,
     fmt_bytes,
     progress_bar,
+    show,
 )
 from aiflow_cli.cli.options import JsonOpt, OutFileOpt
 from aiflow_cli.errors import InputError
@@ -160,7 +161,7 @@ def device_cmd(
     for r in records:
         table.add_row(str(r.index), r.status, f"{r.device_ms:.1f}", f"{r.encode_ms:.1f}", fmt_bytes(r.codec_bytes),
                       f"{r.transfer_ms:.1f}", f"{r.server_ms:.1f}", f"{r.total_ms:.1f}", str(r.prediction), str(r.label))
-    console.print(table)
+    show(table)
     ok = [r for r in records if r.prediction is not None and r.label is not None]
     if ok:
         console.print(f"top-1 {sum(r.prediction == r.label for r in ok) / len(ok):.3f} on {len(ok)} requests; "
@@ -237,7 +238,7 @@ def bench_cmd(
         table.add_row(f"{r.cut} {r.codec}", r.link, *cells, f"{r.total_p90_ms:.1f}", f"{r.total_p99_ms:.1f}",
                       f"{r.codec_bytes:,.0f}+{r.protocol_bytes:,.0f}",
                       "-" if r.top1 is None else f"{r.top1.value:.3f}")
-    console.print(table)
+    show(table)
     verdict = "[green]within[/]" if report.passed else "[red]outside[/]"
     console.print(f"{verdict} the bounds: total {report.limits['total']:.0%}, each component {report.limits['component']:.0%}")
 
@@ -270,4 +271,4 @@ def _adaptive(directory: Path, trace: Path, rtt: str, seconds: float, engine: st
                       f"{v.mean_ms:.1f} / {v.predicted_mean_ms:.1f}",
                       *[f"{v.median_ms_by_rate.get(r, float('nan')):.1f}" for r in rates],
                       ", ".join(f"{k} x{n}" for k, n in v.choices.items()) or "-")
-    console.print(table)
+    show(table)

@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from typer.core import TyperGroup
 
-from aiflow_cli.cli.common import cli_errors, console, fmt_bytes, progress_bar
+from aiflow_cli.cli.common import cli_errors, console, fmt_bytes, progress_bar, show
 from aiflow_cli.cli.options import (
     JsonOpt,
     OutFileOpt,
@@ -17,14 +18,28 @@ from aiflow_cli.cli.options import (
 )
 from aiflow_cli.errors import InputError
 
-__all__ = ["split_cmd"]
+__all__ = ["app", "split_cmd", "verify_cmd"]
 
 
+class SplitGroup(TyperGroup):
+    """``aiflow split MODEL ...`` plans and exports (the ``plan`` command, the default);
+    ``aiflow split verify DIR`` checks an export. A first argument that names no sub-command is a MODEL."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["plan", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=SplitGroup, no_args_is_help=True, add_completion=False,
+                  help="Choose where to cut MODEL for a device, a server and a link, and export the halves "
+                       "(aiflow split MODEL ...); check an export (aiflow split verify DIR).")
+
+
+@app.command("plan")
 @cli_errors
 def split_cmd(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="A model (as for profile), or the word 'verify'.")],
-    target_dir: Annotated[Optional[Path], typer.Argument(
-        metavar="[DIR]", help="With 'verify': the export directory to check.")] = None,
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A model (as for profile).")],
     device: Annotated[Optional[Path], typer.Option(
         "--device", help="Device: profile JSON measured there (aiflow profile --out), or hardware YAML (projected).")] = None,
     server: Annotated[Optional[Path], typer.Option("--server", help="Server: profile JSON or hardware YAML.")] = None,
@@ -45,6 +60,7 @@ def split_cmd(
     verify_count: Annotated[int, typer.Option("--verify-count", help="Real inputs to verify each pair on (1 or more).")] = 50,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: stacked device/transfer/server bars per link (with --bottleneck: rate-accuracy curves).")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows per link in the ranked table.")] = 8,
+    wide: Annotated[bool, typer.Option("--wide", help="Show every column of the tables (needs a wide terminal).")] = False,
     bottleneck: Annotated[bool, typer.Option(
         "--bottleneck", help="Train a learned, entropy-coded bottleneck at --cut (image classifiers).")] = False,
     beta: Annotated[str, typer.Option(
@@ -89,15 +105,6 @@ def split_cmd(
     --plot draws the rate-accuracy curves, --export writes the pair of the best point.
     """
     from aiflow_cli.atomic import check_writable, write_text_atomic
-
-    if model == "verify":
-        if target_dir is None:
-            raise InputError("aiflow split verify needs a directory", "aiflow split verify DIR")
-        return _verify(target_dir, verify_count, trust_remote_code, trust_source, as_json)
-    if target_dir is not None:
-        raise InputError(f"unexpected argument '{target_dir}'", "only 'aiflow split verify DIR' takes a second argument")
-    if verify_count < 1:
-        raise InputError(f"--verify-count must be at least 1, got {verify_count}", "for example --verify-count 50")
     from aiflow_cli.jobs.split import run_split
     from aiflow_cli.split.links import resolve_links
 
@@ -106,7 +113,7 @@ def split_cmd(
 
         return bottleneck_cmd(model, cuts=cut or [], beta=beta, data=data, auto=auto, max_drop=max_drop,
                               exits=exit_cut or [], finetune_server=finetune_server, epochs=epochs, patch=patch,
-                              jpeg_quality=jpeg_quality, device=device,
+                              jpeg_quality=jpeg_quality, wide=wide, device=device,
                               server=server, link=link or [], bandwidth=bandwidth, rtt=rtt, profile=profile,
                               export=export, force=force, plot=plot, out=out, as_json=as_json)
     if exit_cut:
@@ -142,7 +149,7 @@ def split_cmd(
         typer.echo(json.dumps(payload, indent=2))
         return
     if outcome.result is not None:
-        _render_plan(outcome.result, top)
+        _render_plan(outcome.result, top, wide)
     if outcome.manifest is not None:
         _render_manifest(outcome.manifest, export)
     for path in (out, plot):
@@ -150,25 +157,32 @@ def split_cmd(
             console.print(f"wrote {path}")
 
 
-def _render_plan(result, top: int) -> None:  # noqa: ANN001
+def _render_plan(result, top: int, wide: bool) -> None:  # noqa: ANN001
     plan = result.plan
     codecs = {c.cut: c for c in result.codecs}
     console.print(f"[bold]{plan.model}[/]  device: {plan.device.name} ([italic]{plan.device.source}[/])  "
-                  f"server: {plan.server.name} ([italic]{plan.server.source}[/])  codec: {plan.codec}")
+                  f"server: {plan.server.name} ([italic]{plan.server.source}[/])  codec: {plan.codec}", highlight=False)
     for lp in plan.links:
-        table = Table(title=f"{lp.name}: {fmt_bytes(lp.rate_bytes_per_s)}/s up, RTT {lp.rtt_ms:g} ms", title_style="bold")
-        for col in ("#", "cut", "device ms", "enc ms", "transfer ms", "RTT ms", "server ms", "dec ms", "total ms",
-                    "bytes", "agreement"):
+        table = Table(title=f"{lp.name}: {fmt_bytes(lp.rate_bytes_per_s)}/s up, RTT {lp.rtt_ms:g} ms", title_style="bold",
+                      caption=None if wide else "link = encode + transfer + RTT + decode; --wide shows each")
+        cols = (("#", "cut", "device ms", "enc ms", "transfer ms", "RTT ms", "server ms", "dec ms", "total ms", "bytes",
+                 "agreement") if wide else ("#", "cut", "device ms", "link ms", "server ms", "total ms", "bytes"))
+        for col in cols:
             table.add_column(col, justify="left" if col == "cut" else "right")
         shown = [c for i, c in enumerate(lp.candidates) if i < top or c.cut in ("device-only", "server-only")]
         for c in shown:
             rank = lp.candidates.index(c) + 1
             agreement = codecs[c.cut].agreement if c.cut in codecs else None
-            table.add_row(str(rank), c.cut, f"{c.device_ms:.2f}", f"{c.encode_ms:.2f}", f"{c.transfer_ms:.2f}",
-                          f"{c.rtt_ms:g}", f"{c.server_ms:.2f}", f"{c.decode_ms:.2f}", f"{c.total_ms:.2f}",
-                          fmt_bytes(c.bytes), "-" if agreement is None else f"{agreement:.3f}",
-                          style="bold green" if rank == 1 else None)
-        console.print(table)
+            if wide:
+                cells = [f"{c.device_ms:.2f}", f"{c.encode_ms:.2f}", f"{c.transfer_ms:.2f}", f"{c.rtt_ms:g}",
+                         f"{c.server_ms:.2f}", f"{c.decode_ms:.2f}", f"{c.total_ms:.2f}", fmt_bytes(c.bytes),
+                         "-" if agreement is None else f"{agreement:.3f}"]
+            else:
+                link = c.encode_ms + c.transfer_ms + c.rtt_ms + c.decode_ms
+                cells = [f"{c.device_ms:.2f}", f"{link:.2f}", f"{c.server_ms:.2f}", f"{c.total_ms:.2f}",
+                         fmt_bytes(c.bytes)]
+            table.add_row(str(rank), c.cut, *cells, style="bold green" if rank == 1 else None)
+        show(table)
     summary = Table(title="best cut per link", title_style="bold")
     for col in ("link", "best", "total ms", "vs device-only", "vs server-only"):
         summary.add_column(col)
@@ -177,14 +191,14 @@ def _render_plan(result, top: int) -> None:  # noqa: ANN001
         best = lp.candidates[0].total_ms
         summary.add_row(lp.name, lp.best_cut, f"{best:.2f}", f"{by['device-only'] / best:.2f}x",
                         f"{by['server-only'] / best:.2f}x")
-    console.print(summary)
+    show(summary)
     rows = Table(title=f"plan table (RTT {plan.plan_table_rtt_ms:g} ms): switch cuts as the link changes",
                  title_style="bold")
     for col in ("from rate", "to rate", "cut"):
         rows.add_column(col)
     for r in plan.plan_table:
         rows.add_row(f"{fmt_bytes(r.min_rate_bytes_per_s)}/s", f"{fmt_bytes(r.max_rate_bytes_per_s)}/s", r.cut)
-    console.print(rows)
+    show(rows)
 
 
 def _render_manifest(manifest, export: Path | None, title: str = "exported to") -> None:  # noqa: ANN001
@@ -198,10 +212,24 @@ def _render_manifest(manifest, export: Path | None, title: str = "exported to") 
         agreement = v.agreement if v.agreement is not None else v.mean_cosine
         table.add_row(p.cut, p.codec.name, fmt_bytes(p.device.size_bytes), fmt_bytes(p.server.size_bytes), crossing,
                       v.inputs, v.reference, f"{v.max_abs_diff:.2e}", "-" if agreement is None else f"{agreement:.4f}")
-    console.print(table)
+    show(table)
 
 
-def _verify(directory: Path, count: int, trust_remote_code: bool, trust_source: bool, as_json: bool) -> None:
+@app.command("verify")
+@cli_errors
+def verify_cmd(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by aiflow split --export.")],
+    count: Annotated[int, typer.Option("--verify-count", help="Real inputs to re-run each pair on (1 or more).")] = 50,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    trust_source: TrustSourceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check an export: the manifest's schema, every path, size and sha256, every declared tensor against
+    the ONNX graphs, the source model's weights and cuts, then every pair re-run against its reference.
+
+    Exit 2 names the first field that does not match; exit 3 means a pair does not reproduce its
+    reference (the unsplit model; for a learned bottleneck, its training graph).
+    """
     from aiflow_cli.export.check import verify_export_dir
 
     with console.status(f"verifying {directory}"):

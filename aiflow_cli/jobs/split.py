@@ -29,6 +29,8 @@ def run_split(spec: str, device: Path | None, server: Path | None, links: list[L
     from aiflow_cli.staging import check_output_dir
 
     make_codec(codec)
+    if verify_count < 1:
+        raise InputError(f"--verify-count must be at least 1, got {verify_count}", "for example --verify-count 50")
     if (device is None) != (server is None):
         raise InputError("--device and --server go together", "pass both, or neither to export named --cut values")
     if device is not None and not links:
