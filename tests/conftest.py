@@ -84,6 +84,14 @@ def efficientnet_profile(efficientnet):
 
 
 @pytest.fixture(scope="session")
+def host_profile_file(efficientnet_profile, tmp_path_factory):
+    """This machine's EfficientNet-Lite0 profile as a file (what --profile takes)."""
+    path = tmp_path_factory.mktemp("profile") / "effnet.json"
+    path.write_text(efficientnet_profile.model_dump_json())
+    return path
+
+
+@pytest.fixture(scope="session")
 def smollm2_profile(smollm2):
     from aiflow_cli.profiling.measure import profile_model
 

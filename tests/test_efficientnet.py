@@ -52,7 +52,7 @@ def test_profile_command_writes_json_and_plot(runner, tmp_path):
                                  "--out", str(out), "--plot", str(plot)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["schema_version"] == "aiflow.profile/2"
+    assert data["schema_version"] == "aiflow.profile/3"
     assert len(data["cuts"]) == 17 and len(data["segments"]) == 18
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "sum of segment medians" in result.output

@@ -41,15 +41,14 @@ def test_link_file_is_not_a_device():
     assert isinstance(load_link(PROFILES / "links" / "lte.yaml"), LinkProfile)
 
 
-def test_projection_is_labelled_and_calibrated_against_this_host(efficientnet_profile):
-    host = HostRoofline(peak_macs_per_s=50e9, memory_bandwidth_bytes_per_s=10e9)
-    target = load_compute(PROFILES / "servers" / "a100-edge.yaml")
-    proj = project(efficientnet_profile, target, host)
-    assert proj.label == "projected" and proj.efficiency_source == "calibrated"
-    measured = sum(s.latency_ms.median for s in efficientnet_profile.segments)
-    assert proj.efficiency == pytest.approx(min(1.0, _host_roofline_ms(efficientnet_profile, host) / measured), rel=1e-3)
-    assert len(proj.segments) == len(efficientnet_profile.segments)
-    assert proj.total_latency_ms < sum(s.latency_ms.median for s in efficientnet_profile.segments)
+def test_projection_is_labelled_and_calibration_takes_this_hosts_per_kernel_cost_out(efficientnet_profile):
+    pi = load_compute(PROFILES / "devices" / "raspberry-pi-5.yaml")
+    free = project(efficientnet_profile, pi, HostRoofline(50e9, 10e9, {"torch": 0.0}))
+    costly = project(efficientnet_profile, pi, HostRoofline(50e9, 10e9, {"torch": 20e-6}))
+    assert free.label == "projected" and free.efficiency_source == "calibrated" and free.runtime == "cpu"
+    assert len(free.segments) == len(efficientnet_profile.segments)
+    # the same timings hold less arithmetic once 20 us per op is dispatch: the kernels reach more of the roofline
+    assert 0 < free.efficiency < costly.efficiency <= 1
 
 
 def test_a_faster_target_projects_faster(efficientnet_profile):
@@ -72,12 +71,3 @@ def test_profile_json_round_trips(efficientnet_profile, tmp_path):
     again = load_profile(path)
     assert again == efficientnet_profile
     assert ProfileReport.model_json_schema()["properties"]["schema_version"]
-
-
-def _host_roofline_ms(profile, host) -> float:  # noqa: ANN001 - the roofline of this host, computed here by hand
-    total, previous = 0.0, profile.input_bytes.raw
-    for seg in profile.segments:
-        moved = seg.weight_bytes + previous + seg.out_bytes
-        total += max(seg.macs / host.peak_macs_per_s, moved / host.memory_bandwidth_bytes_per_s) * 1e3
-        previous = seg.out_bytes
-    return total

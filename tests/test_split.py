@@ -18,13 +18,6 @@ A100 = PROFILES / "servers" / "a100-edge.yaml"
 
 
 @pytest.fixture(scope="session")
-def host_profile_file(efficientnet_profile, tmp_path_factory):
-    path = tmp_path_factory.mktemp("profile") / "effnet.json"
-    path.write_text(efficientnet_profile.model_dump_json())
-    return path
-
-
-@pytest.fixture(scope="session")
 def effnet_export(efficientnet, tmp_path_factory):
     """One fp32 pair at block3 (with Triton), shared by the manifest tests."""
     out = tmp_path_factory.mktemp("exports") / "effnet"

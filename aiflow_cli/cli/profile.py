@@ -28,7 +28,12 @@ def profile_cmd(
     batch: Annotated[int, typer.Option("--batch", help="Batch size of the example input.")] = 1,
     seq_len: Annotated[Optional[int], typer.Option(
         "--seq-len", help="Tokens per sequence for text models (default: 128 encoders, 64 causal LMs).")] = None,
-    runtime: Annotated[str, typer.Option("--runtime", help="torch (eager) or onnxruntime (each segment exported).")] = "torch",
+    runtime: Annotated[str, typer.Option(
+        "--runtime", help="Runtime measured here: torch (eager), onnxruntime (each segment exported), or "
+                          "cuda-graph (each segment captured and replayed; --on cuda).")] = "torch",
+    on: Annotated[str, typer.Option(
+        "--on", help="cpu, or cuda: time the segments on this machine's NVIDIA GPU (TF32 allowed, cuDNN "
+                     "autotuned); the output loads as a --server/--device profile in aiflow split.")] = "cpu",
     repeats: Annotated[int, typer.Option("--repeats", help="Timed runs after warm-up; medians and p90 over these.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
     threads: Annotated[Optional[int], typer.Option(
@@ -37,26 +42,32 @@ def profile_cmd(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG bar chart of latency and cut sizes.")] = None,
     target: Annotated[Optional[Path], typer.Option(
         "--target", help="Hardware YAML (profiles/devices, profiles/servers): add a projected latency per segment.")] = None,
+    target_runtime: Annotated[Optional[str], typer.Option(
+        "--target-runtime", help="With --target: the runtime to project for (eager, cuda-graph, onnxruntime-cuda, "
+                                 "tensorrt, cpu; must be declared in the YAML; default: its default_runtime).")] = None,
+    target_batch: Annotated[Optional[int], typer.Option(
+        "--target-batch", help="With --target: project at this batch size (default: --batch).")] = None,
     as_json: JsonOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
 ) -> None:
     """Measure latency, MACs, parameters, memory and the bytes crossing every cut of MODEL.
 
-    Runs on this machine; with --target, also projects each segment onto that hardware with a
-    roofline calibrated against this machine (labelled 'projected'). The JSON format is
-    documented in docs/formats.md and is what `aiflow split` reads.
+    Runs on this machine (its CPU, or with --on cuda its GPU). With --target, also projects each
+    segment onto that hardware (labelled 'projected'): a roofline for the work plus, for the
+    runtime chosen by --target-runtime, kernels x the per-kernel overhead the YAML states, at
+    --target-batch. The JSON format is documented in docs/formats.md and is what `aiflow split` reads.
     """
     from aiflow_cli.atomic import check_writable, write_text_atomic
     from aiflow_cli.profiling.api import check_profile_settings, run_profile
 
-    check_profile_settings(batch, seq_len, repeats, warmup, runtime, threads)
+    check_profile_settings(batch, seq_len, repeats, warmup, runtime, threads, on)
     for path in (out, plot):
         if path is not None:
             check_writable(path)
     with progress_bar(enabled=True) as progress:
         report = run_profile(model, batch=batch, seq_len=seq_len, runtime=runtime, repeats=repeats,
                              warmup=warmup, target=target, trust_remote_code=trust_remote_code, progress=progress,
-                             threads=threads)
+                             threads=threads, on=on, target_runtime=target_runtime, target_batch=target_batch)
     text = report.model_dump_json(indent=2)
     if out is not None:
         write_text_atomic(out, text + "\n")
@@ -90,10 +101,12 @@ def _warn(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily
 def _render(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily
     lm = report.decode is not None
     proj = report.projection
-    title = (f"{report.model.name} on {report.host.cpu} ({report.host.threads} threads, {report.settings.runtime}), "
+    where = (f"{report.host.accelerator} ({report.settings.runtime})" if report.host.accelerator
+             else f"{report.host.cpu} ({report.host.threads} threads, {report.settings.runtime})")
+    title = (f"{report.model.name} on {where}, "
              f"batch {report.settings.batch}" + (f", {report.settings.seq_len} tokens" if report.settings.seq_len else ""))
     notes = ["! p90 far above the median (unstable)"] if any(not s.latency_ms.stable for s in report.segments) else []
-    notes += ["c/m: compute- or memory-bound on the projected target"] if proj else []
+    notes += ["projected ms: c/m/l/h = compute, memory, kernel launch or host dispatch sets the time"] if proj else []
     table = Table(title=title, title_style="bold", caption="; ".join(notes) or None)
     table.add_column("segment")
     table.add_column("prefill ms\nmed/p90" if lm else "ms\nmed/p90", justify="right")
@@ -101,7 +114,7 @@ def _render(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily
         table.add_column("decode ms\nmed/p90", justify="right")
     if proj:
         table.add_column("ms\nprojected", justify="right", style="yellow")
-    for name in ("MACs", "params", "weights", "peak\nact.", "cut\nbytes"):
+    for name in ("MACs", "kernels", "params", "weights", "peak\nact.", "cut\nbytes"):
         table.add_column(name, justify="right")
     for i, seg in enumerate(report.segments):
         mark = "" if seg.latency_ms.stable else " [yellow]![/]"
@@ -110,7 +123,7 @@ def _render(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily
             row.append(f"{seg.decode_latency_ms.median:.2f}/{seg.decode_latency_ms.p90:.2f}")
         if proj:
             row.append(f"{proj.segments[i].latency_ms:.3g} {proj.segments[i].bound[0]}")
-        row += [fmt_count(seg.macs), fmt_count(seg.params), fmt_bytes(seg.weight_bytes),
+        row += [fmt_count(seg.macs), str(seg.kernels.ops), fmt_count(seg.params), fmt_bytes(seg.weight_bytes),
                 fmt_bytes(seg.peak_memory_bytes), fmt_bytes(seg.out_bytes) if i < len(report.cuts) else "output"]
         table.add_row(*row)
     show(table)
@@ -133,5 +146,13 @@ def _render(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily
     extra = f", JPEG q90 {fmt_bytes(ib.jpeg_q90)}" if ib.jpeg_q90 else (f", token ids {fmt_bytes(ib.tokens)}" if ib.tokens else "")
     console.print(f"input: raw {fmt_bytes(ib.raw)}{extra}")
     if proj:
-        console.print(f"[yellow]projected[/] on {proj.target}: {proj.total_latency_ms:.4f} ms "
-                      f"(roofline x efficiency {proj.efficiency:.3f}, {proj.efficiency_source}); not measured")
+        kernels = sum(s.kernels for s in proj.segments)
+        host = f", kernels x {proj.host_per_kernel_us:g} us on the host" if proj.host_per_kernel_us else ""
+        console.print(f"[yellow]projected[/] on {proj.target}, {proj.runtime}, batch {proj.batch}: "
+                      f"{proj.total_latency_ms:.4f} ms = per segment max(roofline / efficiency {proj.efficiency:.3f} "
+                      f"({proj.efficiency_source}) + kernels x {proj.per_kernel_us:g} us{host}) over {kernels} kernels, "
+                      f"+ {proj.call_overhead_ms * 1e3:g} us per call; not measured", highlight=False)
+        console.print(f"runtime figures: {proj.runtime_source}" + (" [yellow](assumed)[/]" if proj.runtime_assumed else ""),
+                      highlight=False)
+        if proj.fits_memory is False:
+            console.print(f"[yellow]does not fit[/] in {proj.target}'s memory at batch {proj.batch}")

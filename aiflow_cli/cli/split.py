@@ -51,6 +51,20 @@ def split_cmd(
         "--codec", help="Activation codec at the cut: fp32, fp16, int8-tensor, int8-channel; append +zstd to compress.")] = "fp32",
     profile: Annotated[Optional[Path], typer.Option(
         "--profile", help="This machine's profile of MODEL, used to project hardware YAML (else measured now).")] = None,
+    device_runtime: Annotated[Optional[str], typer.Option(
+        "--device-runtime", help="Runtime projected on a hardware-YAML device: eager, cuda-graph, onnxruntime-cuda, "
+                                 "tensorrt or cpu, as the YAML declares (default: its default_runtime).")] = None,
+    server_runtime: Annotated[Optional[str], typer.Option(
+        "--server-runtime", help="Runtime projected on a hardware-YAML server (as --device-runtime).")] = None,
+    server_batch: Annotated[Optional[str], typer.Option(
+        "--server-batch", help="Comma-separated batch sizes, e.g. 1,8,32,128,512: project the server half of each best "
+                               "cut (or --cut) at each, and how many devices one server sustains.")] = None,
+    requests_per_device: Annotated[float, typer.Option(
+        "--requests-per-device", help="With --server-batch: requests per second each device sends (30: a 30 fps "
+                                      "camera).")] = 30.0,
+    sensitivity: Annotated[bool, typer.Option(
+        "--sensitivity", help="For each side whose per-kernel figures are assumed: the best cut per link and the plan "
+                              "table with them x0.25 .. x4.")] = False,
     cut: Annotated[Optional[list[str]], typer.Option("--cut", help="Cut to export (repeatable); default: each link's best.")] = None,
     export: Annotated[Optional[Path], typer.Option(
         "--export", help="Write device.onnx/server.onnx per cut, manifest.json and a Triton repository here.")] = None,
@@ -131,7 +145,10 @@ def split_cmd(
     with progress_bar() as progress:
         outcome = run_split(model, device, server, links, codec=codec, host_profile=profile, cuts=cut,
                             export_dir=export, force=force, triton=triton, verify_count=verify_count,
-                            trust_remote_code=trust_remote_code, progress=progress, accept_unstable=force)
+                            trust_remote_code=trust_remote_code, progress=progress, accept_unstable=force,
+                            device_runtime=device_runtime, server_runtime=server_runtime,
+                            server_batches=_batches(server_batch), requests_per_device=requests_per_device,
+                            sensitivity=sensitivity)
     plan = outcome.result.plan if outcome.result else None
     if plan is not None:
         text = plan.model_dump_json(indent=2)
@@ -157,11 +174,25 @@ def split_cmd(
             console.print(f"wrote {path}")
 
 
+def _batches(text: Optional[str]) -> Optional[list[int]]:
+    if not text:
+        return None
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise InputError(f"--server-batch: cannot read '{text}'", "for example --server-batch 1,8,32,128,512") from None
+
+
+def _node(node) -> str:  # noqa: ANN001 - NodeInfo
+    assumed = ", [yellow]assumed figures[/]" if node.runtime_assumed else ""
+    return f"{node.name} ([italic]{node.source}[/], {node.runtime}{assumed})"
+
+
 def _render_plan(result, top: int, wide: bool) -> None:  # noqa: ANN001
     plan = result.plan
     codecs = {c.cut: c for c in result.codecs}
-    console.print(f"[bold]{plan.model}[/]  device: {plan.device.name} ([italic]{plan.device.source}[/])  "
-                  f"server: {plan.server.name} ([italic]{plan.server.source}[/])  codec: {plan.codec}", highlight=False)
+    console.print(f"[bold]{plan.model}[/]  device: {_node(plan.device)}  server: {_node(plan.server)}  "
+                  f"codec: {plan.codec}", highlight=False)
     for lp in plan.links:
         table = Table(title=f"{lp.name}: {fmt_bytes(lp.rate_bytes_per_s)}/s up, RTT {lp.rtt_ms:g} ms", title_style="bold",
                       caption=None if wide else "link = encode + transfer + RTT + decode; --wide shows each")
@@ -199,6 +230,39 @@ def _render_plan(result, top: int, wide: bool) -> None:  # noqa: ANN001
     for r in plan.plan_table:
         rows.add_row(f"{fmt_bytes(r.min_rate_bytes_per_s)}/s", f"{fmt_bytes(r.max_rate_bytes_per_s)}/s", r.cut)
     show(rows)
+    for cap in plan.capacity:
+        _render_capacity(cap, plan.server.name)
+    for sens in plan.sensitivity:
+        _render_sensitivity(sens, plan)
+    if plan.sensitivity == [] and (plan.device.runtime_assumed or plan.server.runtime_assumed):
+        console.print("[yellow]note:[/] some per-kernel figures are assumed; --sensitivity shows the cut choice if "
+                      "they are off by up to 4x", highlight=False)
+
+
+def _render_capacity(cap, server: str) -> None:  # noqa: ANN001 - ServerCapacity
+    table = Table(title=f"{server}, server half after {cap.cut} ({cap.runtime}, projected): devices at "
+                        f"{cap.requests_per_device_per_s:g} requests/s each", title_style="bold",
+                  caption="server ms: one batch through the server half, not counting the wait to fill it")
+    for col in ("batch", "server ms", "requests/s", "devices", "fits memory"):
+        table.add_column(col, justify="right")
+    for p in cap.points:
+        fits = "-" if p.fits_memory is None else ("yes" if p.fits_memory else "[red]no[/]")
+        table.add_row(str(p.batch), f"{p.server_ms:.3f}", f"{p.requests_per_s:,.0f}", f"{p.devices:,}", fits)
+    show(table)
+
+
+def _render_sensitivity(sens, plan) -> None:  # noqa: ANN001 - Sensitivity, SplitPlan
+    node = plan.device if sens.side == "device" else plan.server
+    table = Table(title=f"sensitivity: {node.name}'s {sens.runtime} per-kernel figures (assumed) x factor",
+                  title_style="bold", caption=f"plan: best cut by uplink rate at RTT {plan.plan_table_rtt_ms:g} ms")
+    table.add_column("x", justify="right")
+    for lp in plan.links:
+        table.add_column(lp.name)
+    table.add_column("plan")
+    for row in sens.rows:
+        steps = [row.plan_table[0].cut] + [f"{fmt_bytes(r.min_rate_bytes_per_s)}/s {r.cut}" for r in row.plan_table[1:]]
+        table.add_row(f"{row.factor:g}", *[row.best_cut[lp.name] for lp in plan.links], " > ".join(steps))
+    show(table)
 
 
 def _render_manifest(manifest, export: Path | None, title: str = "exported to") -> None:  # noqa: ANN001

@@ -24,7 +24,10 @@ class SplitOutcome:
 def run_split(spec: str, device: Path | None, server: Path | None, links: list[Link], codec: str = "fp32",
               host_profile: Path | None = None, cuts: list[str] | None = None, export_dir: Path | None = None,
               force: bool = False, triton: bool = True, verify_count: int = 50, trust_remote_code: bool = False,
-              progress: Callable[[str, int, int], None] | None = None, accept_unstable: bool = False) -> SplitOutcome:
+              progress: Callable[[str, int, int], None] | None = None, accept_unstable: bool = False,
+              device_runtime: str | None = None, server_runtime: str | None = None,
+              server_batches: list[int] | None = None, requests_per_device: float = 30.0,
+              sensitivity: bool = False) -> SplitOutcome:
     from aiflow_cli.codecs import make_codec
     from aiflow_cli.staging import check_output_dir
 
@@ -35,6 +38,9 @@ def run_split(spec: str, device: Path | None, server: Path | None, links: list[L
         raise InputError("--device and --server go together", "pass both, or neither to export named --cut values")
     if device is not None and not links:
         raise InputError("no link given", "pass --link FILE.yaml or --bandwidth 0.5MB/s,1MB/s --rtt 20ms")
+    if device is None and (device_runtime or server_runtime or server_batches or sensitivity):
+        raise InputError("--device-runtime, --server-runtime, --server-batch and --sensitivity need a plan",
+                         "pass --device, --server and --link")
     if device is None and not (export_dir and cuts):
         raise InputError("nothing to do", "pass --device/--server/--link to plan, or --cut C --export DIR to export")
     if export_dir is not None:
@@ -51,7 +57,9 @@ def run_split(spec: str, device: Path | None, server: Path | None, links: list[L
 
         result = plan_split(model, device, server, links, codec, host_profile,
                             measure=lambda: profile_model(model, repeats=10, warmup=2, progress=progress),
-                            accept_unstable=accept_unstable)
+                            accept_unstable=accept_unstable, device_runtime=device_runtime,
+                            server_runtime=server_runtime, server_batches=server_batches,
+                            requests_per_device=requests_per_device, capacity_cuts=cuts, sensitivity=sensitivity)
     manifest = None
     if export_dir is not None:
 

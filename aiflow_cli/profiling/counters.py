@@ -1,23 +1,33 @@
-"""Count what one forward pass of a segment costs: MACs and peak live activation bytes.
+"""Count what one forward pass of a segment costs: MACs, peak live activation bytes, kernels.
 
 MACs come from ``torch.utils.flop_counter`` (FLOPs / 2: one multiply-accumulate is two FLOPs).
 Peak memory is tracked by a dispatch mode that adds the storage of every new op output and
 subtracts it when the tensor is freed; the segment's input counts as live from the start.
+Kernels are counted by class by ``profiling.kernels.KernelCountMode``.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
+from aiflow_cli.profiling.kernels import KernelCountMode
+from aiflow_cli.schemas.profile import KernelCounts
 from aiflow_cli.tensors import nbytes_of
 
-__all__ = ["PeakMemoryMode", "count_forward"]
+__all__ = ["PeakMemoryMode", "ForwardCounts", "count_forward"]
+
+
+class ForwardCounts(NamedTuple):
+    out: Any
+    macs: int
+    peak_bytes: int
+    kernels: KernelCounts
 
 
 class PeakMemoryMode(TorchDispatchMode):
@@ -48,10 +58,11 @@ class PeakMemoryMode(TorchDispatchMode):
 
 
 @torch.no_grad()
-def count_forward(module: torch.nn.Module, x: Any) -> tuple[Any, int, int]:
-    """Run ``module(x)`` once; return (output, MACs, peak live bytes)."""
+def count_forward(module: torch.nn.Module, x: Any) -> ForwardCounts:
+    """Run ``module(x)`` once, counting MACs, peak live bytes and kernels."""
     flops = FlopCounterMode(display=False)
     memory = PeakMemoryMode(initial_bytes=nbytes_of(x))
-    with flops, memory:
+    kernels = KernelCountMode(weights=[*module.parameters(), *module.buffers()])
+    with flops, memory, kernels:
         out = module(x)
-    return out, flops.get_total_flops() // 2, memory.peak
+    return ForwardCounts(out, flops.get_total_flops() // 2, memory.peak, kernels.counts())

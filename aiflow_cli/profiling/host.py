@@ -27,12 +27,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def host_info() -> HostInfo:
+def host_info(accelerator: str | None = None) -> HostInfo:
+    """This machine; ``accelerator`` names the GPU when the timings were taken on one."""
     versions = {}
     for lib in _LIBRARIES:
         try:
             versions[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
             continue
+    if accelerator and torch.version.cuda:
+        versions["cuda"] = torch.version.cuda
+        versions["cudnn"] = str(torch.backends.cudnn.version())
     return HostInfo(cpu=cpu_model(), cores=os.cpu_count() or 1, threads=torch.get_num_threads(),
-                    platform=platform.platform(), python=sys.version.split()[0], libraries=versions)
+                    platform=platform.platform(), python=sys.version.split()[0], libraries=versions,
+                    accelerator=accelerator)

@@ -16,11 +16,14 @@ import torch
 
 from aiflow_cli.errors import InputError
 from aiflow_cli.models.segmented import Segment, SegmentedModel
-from aiflow_cli.profiling.counters import count_forward
+from aiflow_cli.profiling.counters import ForwardCounts, count_forward
+from aiflow_cli.profiling.cuda import cuda_name, on_cuda, require_cuda
 from aiflow_cli.profiling.host import host_info
+from aiflow_cli.profiling.kernels import onnx_kernel_counts
 from aiflow_cli.schemas.profile import (
     DecodeProfile,
     InputBytes,
+    KernelCounts,
     Latency,
     ModelInfo,
     ProfileReport,
@@ -201,36 +204,37 @@ def _round_sizes(repeats: int, max_rounds: int = 5) -> list[int]:
 
 def segment_macs(model: SegmentedModel, x: Any) -> list[int]:
     """MACs of each segment for input ``x`` (one counted pass through the chain)."""
-    return _static_counts(model.segments, x, lambda: None)[1]
+    return [c.macs for c in _static_counts(model.segments, x, lambda: None)]
 
 
-def _static_counts(segments: list[Segment], x: Any, reset: Callable[[], None]) -> tuple[list[Any], list[int], list[int]]:
-    """One counted pass through the chain: outputs, MACs and peak bytes per segment."""
-    outs, macs, peaks = [], [], []
+def _static_counts(segments: list[Segment], x: Any, reset: Callable[[], None]) -> list[ForwardCounts]:
+    """One counted pass through the chain: output, MACs, peak bytes and kernels per segment."""
+    counts = []
     reset()
     h = x
     for seg in segments:
-        h, m, peak = count_forward(seg.module, h)
-        outs.append(h)
-        macs.append(m)
-        peaks.append(peak)
-    return outs, macs, peaks
+        c = count_forward(seg.module, h)
+        counts.append(c)
+        h = c.out
+    return counts
 
 
-def _onnx_counts(segments: list[Segment], x: Any) -> tuple[list[Any], list[int], list[int]]:
+def _onnx_counts(segments: list[Segment], x: Any, kernels: list[KernelCounts] | None) -> list[ForwardCounts]:
+    """Counts for segments run in onnxruntime; ``kernels`` from the torch trace when there is one,
+    else from each segment's ONNX graph."""
     from aiflow_cli.models.onnx_source import onnx_macs
 
-    outs, macs, peaks = [], [], []
+    counts = []
     h = x
     with torch.no_grad():
-        for seg in segments:
+        for i, seg in enumerate(segments):
             shapes = {n: tuple(t.shape) for n, t in zip(seg.module.input_names, tensors_of(h))}
-            macs.append(onnx_macs(seg.module.proto, shapes))
+            macs = onnx_macs(seg.module.proto, shapes)
             h_in = h
             h = seg.module(h)
-            outs.append(h)
-            peaks.append(nbytes_of(h_in) + nbytes_of(h))  # lower bound: in + out (onnxruntime hides the rest)
-    return outs, macs, peaks
+            peak = nbytes_of(h_in) + nbytes_of(h)  # lower bound: in + out (onnxruntime hides the rest)
+            counts.append(ForwardCounts(h, macs, peak, kernels[i] if kernels else onnx_kernel_counts(seg.module.proto)))
+    return counts
 
 
 def _to_onnxruntime(model: SegmentedModel, x: Any, threads: int | None = None) -> tuple[list[Segment], torch.nn.Module]:
@@ -257,7 +261,7 @@ def _shapes(value: Any) -> list[list[int]]:
 
 
 def check_profile_settings(batch: int, seq_len: int | None, repeats: int, warmup: int, runtime: str,
-                           threads: int | None = None) -> None:
+                           threads: int | None = None, on: str = "cpu") -> None:
     """Reject bad values before anything slow happens."""
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")
@@ -269,27 +273,37 @@ def check_profile_settings(batch: int, seq_len: int | None, repeats: int, warmup
         raise InputError(f"--warmup must be 0 or more, got {warmup}")
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be at least 1, got {threads}")
-    if runtime not in ("torch", "onnxruntime"):
-        raise InputError(f"--runtime must be 'torch' or 'onnxruntime', got '{runtime}'")
+    if runtime not in ("torch", "onnxruntime", "cuda-graph"):
+        raise InputError(f"--runtime must be torch, onnxruntime or cuda-graph, got '{runtime}'")
+    if on not in ("cpu", "cuda"):
+        raise InputError(f"--on must be cpu or cuda, got '{on}'")
+    if runtime == "cuda-graph" and on != "cuda":
+        raise InputError("--runtime cuda-graph needs --on cuda", "pass --on cuda, or --runtime torch")
+    if runtime == "onnxruntime" and on == "cuda":
+        raise InputError("--on cuda times PyTorch (--runtime torch for eager, cuda-graph for captured graphs)",
+                         "onnxruntime runs on the CPU here")
 
 
 @torch.no_grad()
 def profile_model(model: SegmentedModel, batch: int = 1, seq_len: int | None = None, runtime: str = "torch",
                   repeats: int = 20, warmup: int = 3, progress: Progress | None = None,
-                  threads: int | None = None) -> ProfileReport:
-    """Measure every segment. ``threads`` limits torch and onnxruntime intra-op threads (default: all)."""
-    check_profile_settings(batch, seq_len, repeats, warmup, runtime, threads)
+                  threads: int | None = None, on: str = "cpu") -> ProfileReport:
+    """Measure every segment. ``threads`` limits torch and onnxruntime intra-op threads (default: all);
+    ``on="cuda"`` times the segments on the GPU (eager, or ``runtime="cuda-graph"``)."""
+    check_profile_settings(batch, seq_len, repeats, warmup, runtime, threads, on)
+    if on == "cuda":
+        require_cuda()
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _profile(model, batch, seq_len, runtime, repeats, warmup, progress, threads)
+        return _profile(model, batch, seq_len, runtime, repeats, warmup, progress, threads, on)
     finally:
         torch.set_num_threads(previous)
 
 
 def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: str, repeats: int, warmup: int,
-             progress: Progress | None, threads: int | None) -> ProfileReport:
+             progress: Progress | None, threads: int | None, on: str) -> ProfileReport:
     seq = seq_len or model.default_seq_len
     x = model.make_input(batch, seq)
     is_lm = model.task == "causal-lm"
@@ -303,11 +317,18 @@ def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: st
         segments, whole = _to_onnxruntime(model, x, threads)
     elif runtime == "torch" and onnx_native:
         runtime = "onnxruntime"  # an .onnx source only runs in onnxruntime; recorded as such
-    counts = _onnx_counts(segments, x) if runtime == "onnxruntime" else _static_counts(segments, x, fresh_cache)
-    outs, macs, peaks = counts
+    if runtime == "onnxruntime":
+        traced = None if onnx_native else [c.kernels for c in _static_counts(model.segments, x, fresh_cache)]
+        counts = _onnx_counts(segments, x, traced)
+    else:
+        counts = _static_counts(segments, x, fresh_cache)
+    outs, macs, peaks = [c.out for c in counts], [c.macs for c in counts], [c.peak_bytes for c in counts]
 
-    seg_times, whole_times, round_medians = _time_chain(segments, whole, x, repeats, warmup, fresh_cache, progress,
-                                         "prefill" if is_lm else "timing")
+    timed_x = x
+    if on == "cuda":  # counted on the CPU above; timed on the GPU
+        segments, whole, timed_x = on_cuda(model, x, graph=runtime == "cuda-graph")
+    seg_times, whole_times, round_medians = _time_chain(segments, whole, timed_x, repeats, warmup, fresh_cache,
+                                                        progress, "prefill" if is_lm else "timing")
     decode_times: list[list[float]] | None = None
     decode_whole: list[float] | None = None
     decode_macs: list[int] | None = None
@@ -320,7 +341,7 @@ def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: st
         def back_to_prompt() -> None:
             state.cache.crop(prefill_len)
 
-        _, decode_macs, _ = _static_counts(segments, next_ids, back_to_prompt)
+        decode_macs = [c.macs for c in _static_counts(segments, next_ids, back_to_prompt)]
         decode_times, decode_whole, _ = _time_chain(segments, whole, next_ids, repeats, warmup, back_to_prompt,
                                                  progress, "decode")
         state.clear()
@@ -334,15 +355,15 @@ def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: st
             decode_latency_ms=latency_of(decode_times[i]) if decode_times else None,
             macs=macs[i], decode_macs=decode_macs[i] if decode_macs else None,
             params=params, weight_bytes=wbytes, peak_memory_bytes=peaks[i],
-            out_bytes=nbytes_of(outs[i]), out_shapes=_shapes(outs[i]),
+            out_bytes=nbytes_of(outs[i]), out_shapes=_shapes(outs[i]), kernels=counts[i].kernels,
         ))
     total_params, total_wbytes = unique_params(model.whole)
     whole_latency = latency_of(whole_times, WHOLE_SPREAD_LIMIT)
     medians = [s.latency_ms.median for s in seg_profiles]
     return ProfileReport(
         model=ModelInfo(spec=model.spec, name=model.name, task=model.task, fingerprint=model.fingerprint()),
-        host=host_info(),
-        settings=Settings(batch=batch, seq_len=seq, runtime=runtime, repeats=repeats, warmup=warmup),
+        host=host_info(cuda_name() if on == "cuda" else None),
+        settings=Settings(batch=batch, seq_len=seq, runtime=runtime, on=on, repeats=repeats, warmup=warmup),
         cuts=model.cuts,
         segments=seg_profiles,
         input_bytes=_input_bytes(model, x),

@@ -10,12 +10,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aiflow_cli.errors import ConfigError
 from aiflow_cli.schemas.loading import read_mapping, validate_file
 
-__all__ = ["ComputeProfile", "LinkProfile", "HardwareProfile", "load_hardware", "load_compute", "load_link"]
+__all__ = ["RUNTIMES", "RuntimeName", "RuntimeOverhead", "ComputeProfile", "LinkProfile", "HardwareProfile", "load_hardware", "load_compute", "load_link"]
+
+
+RuntimeName = Literal["eager", "cuda-graph", "onnxruntime-cuda", "tensorrt", "cpu"]
+RUNTIMES: tuple[str, ...] = ("eager", "cuda-graph", "onnxruntime-cuda", "tensorrt", "cpu")
+
+
+class RuntimeOverhead(BaseModel):
+    """What one runtime costs beyond the roofline on this machine, kernel by kernel.
+
+    A segment's projected time is ``max(host, device) `` with ``device = roofline / efficiency +
+    kernels x per_kernel_us`` and ``host = kernels x host_per_kernel_us`` (the host launches
+    asynchronously, so its work overlaps the device's), plus ``per_call_us`` once per call.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    per_kernel_us: float = Field(ge=0, description="device-side cost per kernel: launch latency and the floor of a tiny kernel")
+    host_per_kernel_us: float = Field(default=0.0, ge=0, description="host-side dispatch per kernel (framework + driver)")
+    per_call_us: float = Field(default=0.0, ge=0, description="once per call: graph launch or session run, copies, sync")
+    fuses: list[Literal["normalization", "pointwise"]] = Field(
+        default_factory=list, description="op classes this runtime fuses into the kernel before them")
+    source: str = Field(description="where the figures come from (a measurement, a publication), or why assumed")
+    assumed: bool = Field(description="true when no measurement or publication stands behind the figures")
 
 
 class ComputeProfile(BaseModel):
@@ -33,6 +55,27 @@ class ComputeProfile(BaseModel):
         description="fraction of the roofline reached; if absent, calibrated from this machine's measurement",
     )
     source: str = Field(description="public source of the figures")
+    runtimes: dict[RuntimeName, RuntimeOverhead] = Field(
+        default_factory=dict, description="per-kernel overheads by runtime; without them a projection is roofline only")
+    default_runtime: RuntimeName | None = Field(default=None, description="the runtime projected unless one is named")
+
+    @model_validator(mode="after")
+    def _default_is_declared(self) -> "ComputeProfile":
+        if self.default_runtime is not None and self.default_runtime not in self.runtimes:
+            raise ValueError(f"default_runtime '{self.default_runtime}' is not one of the declared runtimes "
+                             f"({', '.join(self.runtimes) or 'none'})")
+        if self.runtimes and self.default_runtime is None:
+            raise ValueError("runtimes are declared but default_runtime is missing")
+        return self
+
+    def runtime(self, name: str | None) -> tuple[str, RuntimeOverhead | None]:
+        """The runtime to project (``name`` or the default) and its overheads; None: roofline only."""
+        if name is None:
+            return (self.default_runtime, self.runtimes[self.default_runtime]) if self.default_runtime else ("roofline", None)
+        if name not in self.runtimes:
+            raise ConfigError(f"runtime '{name}' is not declared for {self.name}",
+                              f"choose one of: {', '.join(self.runtimes) or 'none (add runtimes: to the YAML)'}")
+        return name, self.runtimes[name]
 
 
 class LinkProfile(BaseModel):

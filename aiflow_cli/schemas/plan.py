@@ -8,9 +8,10 @@ from pydantic import Field
 
 from aiflow_cli.schemas.base import Strict
 
-__all__ = ["PLAN_SCHEMA_VERSION", "Candidate", "LinkPlan", "PlanRow", "NodeInfo", "SplitPlan"]
+__all__ = ["PLAN_SCHEMA_VERSION", "Candidate", "LinkPlan", "PlanRow", "NodeInfo", "CapacityPoint", "ServerCapacity",
+           "SensitivityRow", "Sensitivity", "SplitPlan"]
 
-PLAN_SCHEMA_VERSION = "aiflow.plan/1"
+PLAN_SCHEMA_VERSION = "aiflow.plan/2"
 
 
 class Candidate(Strict):
@@ -46,10 +47,43 @@ class NodeInfo(Strict):
     kind: Literal["device", "server"]
     source: Literal["measured", "projected"]
     file: str
+    runtime: str = Field(description="measured: the runtime timed; projected: the target runtime assumed")
+    runtime_assumed: bool = Field(default=False, description="projected with per-kernel figures that no source backs")
+
+
+class CapacityPoint(Strict):
+    batch: int
+    server_ms: float = Field(description="projected time of one batch through the server half (excludes waiting to fill it)")
+    requests_per_s: float
+    devices: int = Field(description="devices sustained at the per-device request rate")
+    fits_memory: bool | None
+
+
+class ServerCapacity(Strict):
+    """How many devices one server sustains when it batches their requests (projected)."""
+
+    cut: str
+    runtime: str
+    requests_per_device_per_s: float
+    points: list[CapacityPoint]
+
+
+class SensitivityRow(Strict):
+    factor: float = Field(description="multiplier on the side's per-kernel, host per-kernel and per-call overheads")
+    best_cut: dict[str, str] = Field(description="link name -> best cut")
+    plan_table: list[PlanRow]
+
+
+class Sensitivity(Strict):
+    """The cut choice when an assumed figure is off by a factor (``aiflow split --sensitivity``)."""
+
+    side: Literal["device", "server"]
+    runtime: str
+    rows: list[SensitivityRow]
 
 
 class SplitPlan(Strict):
-    schema_version: Literal["aiflow.plan/1"] = PLAN_SCHEMA_VERSION
+    schema_version: Literal["aiflow.plan/2"] = PLAN_SCHEMA_VERSION
     model: str
     model_fingerprint: str
     codec: str
@@ -58,3 +92,5 @@ class SplitPlan(Strict):
     links: list[LinkPlan]
     plan_table: list[PlanRow] = Field(description="best cut per uplink-rate interval, at the first link's RTT")
     plan_table_rtt_ms: float
+    capacity: list[ServerCapacity] = Field(default_factory=list)
+    sensitivity: list[Sensitivity] = Field(default_factory=list)

@@ -16,12 +16,12 @@ from aiflow_cli.schemas.base import Strict
 from aiflow_cli.schemas.loading import read_mapping, validate_file
 
 __all__ = [
-    "SCHEMA_VERSION", "Latency", "ModelInfo", "HostInfo", "Settings", "SegmentProfile",
+    "SCHEMA_VERSION", "KernelCounts", "Latency", "ModelInfo", "HostInfo", "Settings", "SegmentProfile",
     "InputBytes", "Totals", "DecodeProfile", "Stability", "ProjectedSegment", "Projection", "ProfileReport",
     "load_profile",
 ]
 
-SCHEMA_VERSION = "aiflow.profile/2"
+SCHEMA_VERSION = "aiflow.profile/3"
 
 
 class Latency(Strict):
@@ -60,14 +60,44 @@ class HostInfo(Strict):
     platform: str
     python: str
     libraries: dict[str, str]
+    accelerator: str | None = Field(default=None, description="the GPU the segments ran on (--on cuda)")
 
 
 class Settings(Strict):
     batch: int
     seq_len: int | None
-    runtime: Literal["torch", "onnxruntime"]
+    runtime: Literal["torch", "onnxruntime", "cuda-graph"] = Field(description=(
+        "torch: PyTorch eager; onnxruntime: each segment exported and run in onnxruntime; cuda-graph: each "
+        "segment captured as a CUDA graph and replayed (on: cuda only)"))
+    on: Literal["cpu", "cuda"] = Field(default="cpu", description="where the segments ran")
     repeats: int
     warmup: int
+
+
+class KernelCounts(Strict):
+    """Kernels one forward pass of a segment launches, by class, and the activation bytes they
+    read and write (see ``profiling/kernels.py``)."""
+
+    ops: int = Field(ge=0, description="every op that launches work (views and reshapes launch nothing)")
+    normalization: int = Field(ge=0, description="of which inference-mode norms (folded into the op before at export)")
+    pointwise: int = Field(ge=0, description="of which element-wise ops (fused into their producer by some runtimes)")
+    traffic_bytes: int | None = Field(default=None, ge=0, description=(
+        "activation bytes all these ops read and write, weights excluded (null: unknown, e.g. an ONNX source)"))
+    normalization_traffic_bytes: int | None = Field(default=None, ge=0)
+    pointwise_traffic_bytes: int | None = Field(default=None, ge=0)
+
+    def launched(self, fuses: list[str] | tuple[str, ...] = ()) -> int:
+        """Kernels left when a runtime fuses the named classes into the kernel before them (at least 1)."""
+        fused = ("normalization" in fuses) * self.normalization + ("pointwise" in fuses) * self.pointwise
+        return max(1, self.ops - fused) if self.ops else 0
+
+    def traffic(self, fuses: list[str] | tuple[str, ...] = ()) -> int | None:
+        """Activation bytes moved when the named classes are fused (their reads and writes vanish)."""
+        if self.traffic_bytes is None:
+            return None
+        fused = (("normalization" in fuses) * (self.normalization_traffic_bytes or 0)
+                 + ("pointwise" in fuses) * (self.pointwise_traffic_bytes or 0))
+        return max(0, self.traffic_bytes - fused)
 
 
 class SegmentProfile(Strict):
@@ -81,6 +111,7 @@ class SegmentProfile(Strict):
     peak_memory_bytes: int = Field(description="peak bytes of tensors alive inside the segment (activations)")
     out_bytes: int = Field(description="bytes of the tensor(s) leaving this segment; for all but the last, what crosses the cut after it")
     out_shapes: list[list[int]]
+    kernels: KernelCounts = Field(description="from the traced torch graph (or the ONNX graph of an .onnx source)")
 
 
 class InputBytes(Strict):
@@ -110,22 +141,36 @@ class DecodeProfile(Strict):
 
 class ProjectedSegment(Strict):
     name: str
-    latency_ms: float
-    bound: Literal["compute", "memory"]
+    latency_ms: float = Field(description="max(device work, host launch work); the per-call cost is in the total only")
+    compute_ms: float = Field(description="roofline / efficiency: max(MACs / peak, bytes / bandwidth) / efficiency")
+    kernels: int = Field(description="kernels launched under the projection's runtime (after its fusions)")
+    launch_ms: float = Field(description="kernels x per-kernel overhead on the device")
+    host_ms: float = Field(description="kernels x host dispatch per kernel (overlaps device work)")
+    bound: Literal["compute", "memory", "launch", "host"] = Field(description=(
+        "what sets the time: compute or memory (roofline), launch (per-kernel overhead on the device) "
+        "or host (dispatch on the host CPU)"))
 
 
 class Projection(Strict):
     label: Literal["projected"] = "projected"
     target: str
     target_kind: str
+    runtime: str = Field(description="the target runtime assumed (its per-kernel figures come from the hardware profile)")
+    runtime_source: str
+    runtime_assumed: bool = Field(description="true when the runtime's figures have no measurement or publication behind them")
+    batch: int
+    per_kernel_us: float
+    host_per_kernel_us: float
+    call_overhead_ms: float = Field(description="charged once per call (one side of a split is one call)")
     efficiency: float
     efficiency_source: Literal["calibrated", "profile"]
     segments: list[ProjectedSegment]
-    total_latency_ms: float
+    total_latency_ms: float = Field(description="sum of segments + one call overhead")
+    fits_memory: bool | None = Field(description="weights + batch x peak activations within the target's memory (null: unknown)")
 
 
 class ProfileReport(Strict):
-    schema_version: Literal["aiflow.profile/2"] = SCHEMA_VERSION
+    schema_version: Literal["aiflow.profile/3"] = SCHEMA_VERSION
     model: ModelInfo
     host: HostInfo
     settings: Settings
