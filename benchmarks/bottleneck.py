@@ -7,7 +7,11 @@ validation part of the data, figures reported on its test part with 95% interval
 
     .venv/bin/python benchmarks/bottleneck.py [--cuts block12,block13,block14,block15]
         [--betas 5e-5,1e-4,2e-4] [--exits block12,block15] [--out docs/bottleneck.json]
-        [--plot docs/bottleneck.png]
+        [--plot docs/bottleneck.png] [--augment 4] [--target-bytes N] [--refine K] [--export DIR]
+
+With ``--export DIR`` the operating point is exported and then replayed from the files alone:
+every test image through device.onnx, the range coder's real bytes, server.onnx, scored against
+the unsplit model, and compared with the figures the run reported for that point.
 """
 
 from __future__ import annotations
@@ -30,9 +34,19 @@ def main() -> None:
     ap.add_argument("--exits", default="block12,block15")
     ap.add_argument("--out", type=Path, default=REPO / "bench-bottleneck.json")
     ap.add_argument("--plot", type=Path, default=REPO / "bench-bottleneck.png")
+    ap.add_argument("--augment", type=int, default=4)
+    ap.add_argument("--target-bytes", type=float)
+    ap.add_argument("--refine", type=int)
+    ap.add_argument("--export", type=Path, help="export the operating point here and replay it from the files")
     args = ap.parse_args()
     cmd = [str(Path(sys.executable).with_name("aiflow")), "split", "zoo:efficientnet-lite0", "--bottleneck",
-           "--beta", args.betas, "--out", str(args.out), "--plot", str(args.plot)]
+           "--beta", args.betas, "--out", str(args.out), "--plot", str(args.plot), "--augment", str(args.augment)]
+    if args.target_bytes is not None:
+        cmd += ["--target-bytes", f"{args.target_bytes:g}"]
+    if args.refine is not None:
+        cmd += ["--refine", str(args.refine)]
+    if args.export is not None:
+        cmd += ["--export", str(args.export), "--force"]
     for cut in args.cuts.split(","):
         cmd += ["--cut", cut]
     for cut in filter(None, args.exits.split(",")):
@@ -42,6 +56,44 @@ def main() -> None:
     wall = time.time() - t0
     report = json.loads(args.out.read_text())
     print(render(report, " ".join(["aiflow", *cmd[1:]]), wall))
+    if args.export is not None:
+        print(replay(args.export, report))
+
+
+def replay(export: Path, report: dict) -> str:
+    """The exported operating point run from its files on every test image, against the run's figures."""
+    import numpy as np
+    import torch
+
+    from aiflow_cli.data.imagenet import load_image_tensor, read_labels
+    from aiflow_cli.export.runner import PairRunner
+    from aiflow_cli.models import load_model
+    from aiflow_cli.schemas.manifest import load_manifest
+
+    manifest = load_manifest(export)
+    (pair,) = manifest.pairs
+    runner = PairRunner(export, pair, threads=1)
+    model = load_model("zoo:efficientnet-lite0")
+    records = read_labels([Path(r) for r in report["data"]["roots"]], "test")
+    nbytes, correct, agree = [], [], []
+    with torch.no_grad():
+        for r in records:
+            x = load_image_tensor(r.path).unsqueeze(0)
+            outputs, sent = runner(x)
+            pred = int(np.argmax(outputs[0]))
+            nbytes.append(sent)
+            correct.append(pred == r.class_index)
+            agree.append(pred == int(model.whole(x).argmax()))
+    op = report["operating_point"]
+    p = next(p for p in report["points"] if (p["cut"], p["beta"]) == (op["cut"], op["beta"]))
+    rows = [("bytes per image", f"{p['bytes_per_input']:,.1f}", f"{np.mean(nbytes):,.1f}"),
+            ("top-1", f"{p['test']['top1']['value']:.4f}", f"{np.mean(correct):.4f}"),
+            ("agreement with unsplit", f"{p['test']['agreement']['value']:.4f}", f"{np.mean(agree):.4f}")]
+    lines = ["", f"Replay of the exported pair ({pair.cut}, beta {op['beta']:g}) from {export}: device.onnx -> range-coded "
+             f"bytes -> server.onnx on all {len(records)} test images", "",
+             "| figure | training graph (report) | exported pair (replayed) |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
 
 
 def _uniform_ratio(p: dict) -> str:
@@ -63,7 +115,8 @@ def render(r: dict, command: str, wall: float) -> str:
     jpeg90 = base["jpeg-q90"]["bytes_per_input"]
     lines = [f"Command: `{command}`  ", f"Machine: {platform.processor() or platform.machine()}, "
              f"{time.strftime('%Y-%m-%d')}; whole run {wall / 60:.1f} min.  ",
-             f"Data: {', '.join(d['roots'])}; split {d['rule']}: {d['train_inputs']} training inputs, "
+             f"Data: {', '.join(d['roots'])}; split {d['rule']}: {d['train_inputs']} training inputs "
+             f"(+ {d.get('augmented_inputs', 0)} augmented views for the codec), "
              f"{d['validation_inputs']} validation images (choices), {d['test_inputs']} test images (figures).  ",
              f"Unsplit top-1 on test: {_share(r['reference_test'])} (95% Wilson interval).", "",
              "| cut | beta | bytes/image (test) | coded/estimated | top-1 (test) | drop, points (test) | "
@@ -91,8 +144,10 @@ def render(r: dict, command: str, wall: float) -> str:
                  and b["test"]["top1"]["value"] >= p["test"]["top1"]["value"]]
         quality = min(reach, key=lambda b: b["bytes_per_input"])["name"] if reach else "none up to q95"
         verdict = "supports" if op["test_supports_max_drop"] else "does not support"
-        lines.append(f"- Operating point chosen on validation (fewest validation bytes with validation drop <= "
-                     f"{r['max_drop']:g} point{'' if op['within_max_drop_on_validation'] else '; none qualified, the most accurate taken'}): "
+        rule = (f"most accurate on validation within {op['target_bytes']:,.0f} B" if op.get("target_bytes")
+                else f"fewest validation bytes with validation drop <= {r['max_drop']:g} point"
+                     + ("" if op["within_max_drop_on_validation"] else "; none qualified, the most accurate taken"))
+        lines.append(f"- Operating point chosen on validation ({rule}): "
                      f"{op['cut']} beta {op['beta']:g}, {op['test_bytes_per_input']:,.0f} B per test image, test drop "
                      f"{_drop(op['test_drop'])} points: the interval {verdict} 'within {r['max_drop']:g} point'. "
                      f"{jpeg90 / op['test_bytes_per_input']:.1f}x fewer bytes than JPEG q90 ({jpeg90:,.0f} B, drop "

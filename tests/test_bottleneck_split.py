@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from aiflow_cli.cli.main import app
 
@@ -26,7 +28,8 @@ def bottleneck_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bottleneck")
     export = out / "pair"
     result = CliRunner().invoke(app, ["split", "zoo:efficientnet-lite0", "--bottleneck", "--cut", CUT, "--beta", "1e-4",
-                                      "--epochs", "1", "--exit", CUT, "--exit", "block15", "--export", str(export),
+                                      "--epochs", "1", "--augment", "0", "--exit", CUT, "--exit", "block15",
+                                      "--export", str(export),
                                       "--jpeg-quality", "90,95", "--plot", str(out / "rate.png"), "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout), export, out
@@ -223,6 +226,7 @@ def test_verify_refuses_bottleneck_weights_that_do_not_match_the_manifest(bottle
     (["--cut", CUT, "--max-drop", "inf"], "--max-drop must be a finite number"),
     (["--cut", CUT, "--beta", "x"], "cannot read 'x'"),
     (["--cut", "nope"], "unknown cut 'nope'"),
+    (["--cut", CUT, "--augment", "-1"], "--augment must be 0 or more"),
 ])
 def test_bad_bottleneck_settings_fail_before_any_work(runner, tmp_path, args, message):
     out, export = tmp_path / "b.json", tmp_path / "pair"
@@ -328,3 +332,77 @@ def _trained(rate):  # noqa: ANN001, ANN202 - a TrainedPoint with only what _cho
     from aiflow_cli.split.bottleneck.train import TrainedPoint
 
     return TrainedPoint(beta=1e-4, codec=None, server=None, validation=rate, test=rate, seconds=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tried, target, max_drop, expected", [
+    # toward a byte target: a secant step between the points that bracket it, in log-log
+    ({1e-5: (2000.0, 0.0), 1e-4: (500.0, 3.0)}, 1000.0, 1.0, 10 ** -4.5),
+    # the target already met within 3%: stop
+    ({1e-5: (1010.0, 0.0), 1e-4: (500.0, 3.0)}, 1000.0, 1.0, None),
+    # every point above the target: extrapolate from the two largest betas (bounded to 4x)
+    ({1e-5: (4000.0, 0.0), 2e-5: (3000.0, 0.0)}, 100.0, 1.0, 8e-5),
+    # toward max_drop: the geometric midpoint of the last beta within it and the next beyond it
+    ({1e-5: (2000.0, 0.2), 4e-5: (900.0, 0.8), 1.6e-4: (400.0, 2.5)}, None, 1.0, 8e-5),
+    # everything within the drop: try a larger beta; nothing within it: a smaller one
+    ({1e-5: (2000.0, 0.2)}, None, 1.0, 2e-5),
+    ({1e-5: (2000.0, 1.6)}, None, 1.0, 5e-6),
+    # bracketed to within 15%: done
+    ({1e-5: (2000.0, 0.2), 1.1e-5: (1900.0, 1.2)}, None, 1.0, None),
+])
+def test_rate_control_steps_toward_the_target_on_validation(tried, target, max_drop, expected):
+    from aiflow_cli.split.bottleneck.api import next_beta
+
+    got = next_beta(tried, target, max_drop)
+    assert got == pytest.approx(expected, rel=1e-6) if expected is not None else got is None
+
+
+def test_a_byte_target_picks_the_most_accurate_point_within_it_on_validation():
+    from aiflow_cli.schemas.bottleneck import RatePoint, Scores
+    from aiflow_cli.split.bottleneck.api import choose_operating_point
+    from aiflow_cli.stats import drop_of, share
+
+    ref = np.ones(100, bool)
+
+    def scores(correct: int) -> Scores:
+        hits = np.arange(100) < correct
+        return Scores(top1=share(hits), agreement=share(hits), drop=drop_of(ref, hits), kl=0.1)
+
+    def point(beta: float, val_bytes: float, val_correct: int) -> RatePoint:
+        return RatePoint(cut=CUT, beta=beta, bytes_per_input=val_bytes, estimated_bytes_per_input=val_bytes,
+                         validation_bytes_per_input=val_bytes, validation=scores(val_correct), test=scores(90),
+                         train_seconds=1.0, encode_ms=0.1, decode_ms=0.1)
+
+    points = [point(1e-5, 1500, 99), point(3e-5, 1020, 97), point(1e-4, 700, 93)]
+    op = choose_operating_point(points, max_drop=1.0, target_bytes=1000)
+    assert (op.beta, op.target_bytes) == (3e-5, 1000)  # 1,020 B is within 3% of the target; 1,500 B is not
+    assert not op.within_max_drop_on_validation  # its validation drop (3 points) is reported as it is
+    assert choose_operating_point(points, max_drop=1.0).beta == 1e-5  # without a target: fewest bytes within 1 point
+
+
+@needs_imagenet
+def test_augmented_views_are_reproducible_crops_whose_logits_are_the_unsplit_models(efficientnet, tmp_path):
+    from aiflow_cli.data.imagenet import augmented_views, default_data_root, read_labels
+    from aiflow_cli.split.bottleneck.features import augmented_features
+
+    source = default_data_root() / "imagenet-sample"
+    rows = {}  # one image of a test, a validation and a training class, linked, not copied
+    for r in read_labels([source]):
+        rows.setdefault(r.class_index % 5 if r.class_index % 5 < 2 else 2, r)
+    (tmp_path / "images").mkdir()
+    for r in rows.values():
+        (tmp_path / "images" / r.path.name).symlink_to(r.path)
+    (tmp_path / "labels.csv").write_text("file,class_index\n" + "".join(f"{r.path.name},{r.class_index}\n"
+                                                                       for r in rows.values()))
+    train = read_labels([tmp_path], "train")
+    first, again = list(augmented_views(train, 3, seed=7)), list(augmented_views(train, 3, seed=7))
+    assert len(first) == 3 and all(v.shape == (3, 224, 224) for v in first)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))  # same seed, same crops
+    assert not torch.equal(first[0], first[1])  # views differ from each other
+    feats = augmented_features(efficientnet, [CUT], [tmp_path], views=3, seed=7)
+    x, logits = feats[CUT]
+    with torch.no_grad():
+        assert torch.allclose(logits, efficientnet.whole(torch.stack(first)), atol=1e-4)
+        h = torch.stack(first)
+        for seg in efficientnet.segments[:efficientnet.cut_index(CUT) + 1]:
+            h = seg.module(h)
+    assert torch.allclose(x, h, atol=1e-4)

@@ -19,7 +19,8 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[list[P
                    device: Optional[Path],
                    server: Optional[Path], link: list[Path], bandwidth: Optional[str], rtt: Optional[str],
                    profile: Optional[Path], export: Optional[Path], force: bool, plot: Optional[Path],
-                   out: Optional[Path], as_json: bool) -> None:
+                   out: Optional[Path], as_json: bool, augment: int = 4, target_bytes: Optional[float] = None,
+                   refine: Optional[int] = None) -> None:
     from aiflow_cli.atomic import check_writable, write_text_atomic
     from aiflow_cli.jobs.bottleneck import bottleneck_split
 
@@ -38,7 +39,8 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[list[P
                                    finetune_server=finetune_server, epochs=epochs, patch=patch,
                                    jpeg_qualities=jpeg_quality, device=device, server=server,
                                    link=link, bandwidth=bandwidth, rtt=rtt, host_profile=profile,
-                                   export_dir=export, force=force, progress=progress)
+                                   export_dir=export, force=force, progress=progress, augment=augment,
+                                   target_bytes=target_bytes, refine=refine)
     report = outcome.report
     if out is not None:
         write_text_atomic(out, report.model_dump_json(indent=2) + "\n")
@@ -103,9 +105,10 @@ def _render_exits(report) -> None:  # noqa: ANN001
 
 def _render(report, wide: bool = False) -> None:  # noqa: ANN001
     d = report.data
+    augmented = f" + {d.augmented_inputs} augmented views" if d.augmented_inputs else ""
     console.print(f"[bold]{report.model}[/]  unsplit top-1 {fmt_share(report.reference_test)} on {d.test_inputs} test "
-                  f"images; choices on {d.validation_inputs} validation images; trained on {d.train_inputs} inputs "
-                  f"({d.rule})", highlight=False)
+                  f"images; choices on {d.validation_inputs} validation images; trained on {d.train_inputs} inputs"
+                  f"{augmented} ({d.rule})", highlight=False)
     jpeg90 = next((b.bytes_per_input for b in report.baselines if b.name == "jpeg-q90"), None)
     table = Table(title="learned bottleneck: rate vs accuracy (test, 95% CI)", title_style="bold",
                   caption="val drop: the drop on validation, where the operating point is chosen"
@@ -129,7 +132,9 @@ def _render(report, wide: bool = False) -> None:  # noqa: ANN001
     op = report.operating_point
     if op is not None:
         verdict = "supports" if op.test_supports_max_drop else "does not support"
-        console.print(f"operating point (chosen on validation): {op.cut}, beta {op.beta:g}: "
+        rule = (f"most accurate within {op.target_bytes:,.0f} B" if op.target_bytes
+                 else f"fewest bytes within {report.max_drop:g} point")
+        console.print(f"operating point (chosen on validation: {rule}): {op.cut}, beta {op.beta:g}: "
                       f"{op.test_bytes_per_input:,.0f} B, test drop {fmt_drop(op.test_drop)} points; the test interval "
                       f"{verdict} 'within {report.max_drop:g} point'", highlight=False)
     if report.links:

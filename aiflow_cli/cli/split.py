@@ -96,6 +96,17 @@ def split_cmd(
     finetune_server: Annotated[bool, typer.Option(
         "--finetune-server", help="With --bottleneck: also tune the server half (default: frozen).")] = False,
     epochs: Annotated[int, typer.Option("--epochs", help="With --bottleneck: training epochs per beta.")] = 4,
+    augment: Annotated[int, typer.Option(
+        "--augment", help="With --bottleneck: augmented views (random resized crops, flips) per training image "
+                          "added to the codec's training data (0: none).")] = 4,
+    target_bytes: Annotated[Optional[float], typer.Option(
+        "--target-bytes", help="With --bottleneck: bytes per image to aim for; beta is searched on validation "
+                               "(--refine extra trainings per cut) and the most accurate point within it is "
+                               "the operating point.")] = None,
+    refine: Annotated[Optional[int], typer.Option(
+        "--refine", help="With --bottleneck: extra trainings per cut that move beta toward --target-bytes, or "
+                         "without it toward the largest beta within --max-drop on validation (default: 2 with "
+                         "--target-bytes, else 0).")] = None,
     patch: Annotated[int, typer.Option(
         "--patch", help="With --bottleneck: transform p x p blocks of the activation (2 uses neighbouring "
                         "positions' correlation; 1 codes each position on its own).")] = 1,
@@ -129,7 +140,8 @@ def split_cmd(
                               exits=exit_cut or [], finetune_server=finetune_server, epochs=epochs, patch=patch,
                               jpeg_quality=jpeg_quality, wide=wide, device=device,
                               server=server, link=link or [], bandwidth=bandwidth, rtt=rtt, profile=profile,
-                              export=export, force=force, plot=plot, out=out, as_json=as_json)
+                              export=export, force=force, plot=plot, out=out, as_json=as_json, augment=augment,
+                              target_bytes=target_bytes, refine=refine)
     if exit_cut:
         from aiflow_cli.cli.bottleneck import exits_cmd
 

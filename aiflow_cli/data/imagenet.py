@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ from aiflow_cli.errors import InputError
 
 __all__ = ["ImageRecord", "Split", "SPLITS", "SPLIT_RULE", "split_of", "default_data_root", "imagenet_sample_dir",
            "default_image_roots", "read_labels", "center_crop", "to_tensor", "preprocess", "load_image_tensor",
-           "jpeg_bytes", "load_batch"]
+           "jpeg_bytes", "load_batch", "random_resized_crop", "augmented_views"]
 
 CROP = 224
 MEAN = 0.5
@@ -158,6 +160,35 @@ def jpeg_bytes(path_or_image: Path | Image.Image, quality: int = 90, size: int =
     buf = io.BytesIO()
     center_crop(img.convert("RGB"), size).save(buf, format="JPEG", quality=quality)
     return buf.tell()
+
+
+def random_resized_crop(img: Image.Image, rng: random.Random, size: int = CROP, scale: tuple[float, float] = (0.25, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Image.Image:
+    """A random crop of ``scale`` x the area and ``ratio`` aspect, resized to ``size``, flipped half
+    the time (the usual ImageNet training augmentation; a centre crop after ten failed draws)."""
+    w, h = img.size
+    for _ in range(10):
+        area = w * h * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            break
+    else:
+        cw = ch = min(w, h)
+        left, top = (w - cw) // 2, (h - ch) // 2
+    out = img.crop((left, top, left + cw, top + ch)).resize((size, size), Image.BILINEAR)
+    return out.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else out
+
+
+def augmented_views(records: list[ImageRecord], views: int, seed: int = 0) -> Iterator[torch.Tensor]:
+    """``views`` random resized crops of every image, in record order, reproducible from ``seed``."""
+    rng = random.Random(seed)
+    for r in records:
+        with _open(r.path) as img:
+            rgb = img.convert("RGB")
+            for _ in range(views):
+                yield to_tensor(random_resized_crop(rgb, rng))
 
 
 def load_batch(records: list[ImageRecord]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,7 +34,8 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | list[Pa
                      jpeg_qualities: str | tuple[int, ...] = JPEG_QUALITIES, device: Path | None = None, server: Path | None = None, link: list[Path] | None = None,
                      bandwidth: str | None = None, rtt: str | None = None, host_profile: Path | None = None,
                      export_dir: Path | None = None, force: bool = False,
-                     progress: Callable[[str, int, int], None] | None = None) -> BottleneckOutcome:
+                     progress: Callable[[str, int, int], None] | None = None, augment: int = 4,
+                     target_bytes: float | None = None, refine: int | None = None) -> BottleneckOutcome:
     from aiflow_cli.models import load_model
     from aiflow_cli.split.links import resolve_links
 
@@ -54,6 +55,8 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | list[Pa
                              "export without --finetune-server (the server half stays frozen)")
     model = load_model(spec)
     check_bottleneck_settings(model, cuts, betas, max_drop, data)
+    if augment < 0:
+        raise InputError(f"--augment must be 0 or more, got {augment}", "for example --augment 4 (0: no augmented views)")
     for e in exits or []:
         model.cut_index(e)
     device_side = server_side = None
@@ -68,10 +71,12 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | list[Pa
         srv = side_latencies(server, model, host, "server", accept_unstable=force)
         device_side, server_side = dev.cost, srv.cost
         device_source, server_source = dev.node.source, srv.node.source
-    settings = TrainSettings(epochs=epochs, finetune_server=finetune_server, patch=patch)
+    settings = TrainSettings(epochs=epochs, finetune_server=finetune_server, patch=patch, augment=augment)
+    if refine is None:  # a byte target needs a few trainings to reach; otherwise train the betas given
+        refine = 2 if target_bytes is not None else 0
     run = run_bottleneck(model, cuts, betas, data, settings=settings, max_drop=max_drop, exits=exits,
-                         jpeg_qualities=qualities,
-                         device=device_side, server=server_side, links=links, progress=progress)
+                         jpeg_qualities=qualities, device=device_side, server=server_side, links=links,
+                         progress=progress, target_bytes=target_bytes, refine=refine)
     outcome = BottleneckOutcome(report=run.report)
     if export_dir is not None:
         from aiflow_cli.export.api import export_split

@@ -80,11 +80,13 @@ class JointChoice(Strict):
 
 
 class OperatingPoint(Strict):
-    """The (cut, beta) exported: fewest validation bytes whose validation drop is within ``max_drop``."""
+    """The (cut, beta) exported: fewest validation bytes whose validation drop is within ``max_drop``;
+    with a byte target, the most accurate point on validation within it."""
 
     cut: str
     beta: float
     chosen_on: Literal["validation"] = "validation"
+    target_bytes: float | None = Field(default=None, description="--target-bytes: the validation byte budget it met")
     within_max_drop_on_validation: bool = Field(description="false: no point qualified; the most accurate was taken")
     test_bytes_per_input: float
     test_drop: Drop
@@ -95,6 +97,7 @@ class DataSplit(Strict):
     roots: list[str]
     rule: str
     train_inputs: int = Field(description="training inputs, mirrored copies included")
+    augmented_inputs: int = Field(default=0, description="augmented views (random resized crops, flips) the codec also trained on")
     validation_inputs: int
     test_inputs: int
 

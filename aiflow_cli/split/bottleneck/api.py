@@ -6,6 +6,11 @@ with real range coding. Every choice is made on *validation* (the exported opera
 exit thresholds, ``--auto``); every reported figure is measured on *test*, with its sample size
 and 95% interval. With links, each point gets a predicted latency and ``auto`` picks, per link,
 the fastest (cut, beta, exit) whose validation drop stays within ``max_drop`` points.
+
+Rate control, so the user need not guess beta: after the given betas, ``refine`` more trainings
+per cut move toward ``target_bytes`` (secant steps on log validation bytes against log beta) or,
+without a target, toward the largest beta whose validation drop stays within ``max_drop``
+(bisection in log beta). Every choice uses validation figures only.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from aiflow_cli.split.bottleneck.baselines import (
 from aiflow_cli.split.bottleneck.exits import ExitResult, exit_decisions, train_exit
 from aiflow_cli.split.bottleneck.features import (
     CutFeatures,
+    augmented_features,
     check_image_data,
     classifier_of,
     cut_features,
@@ -57,7 +63,7 @@ from aiflow_cli.split.cost import Link, SideCost
 from aiflow_cli.stats import drop_of, share
 
 __all__ = ["BottleneckRun", "run_bottleneck", "check_bottleneck_settings", "parse_betas", "interpolate_bytes_at",
-           "exit_points", "choose_operating_point", "check_max_drop", "parse_jpeg_qualities"]
+           "exit_points", "choose_operating_point", "check_max_drop", "parse_jpeg_qualities", "next_beta"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -167,25 +173,68 @@ def _codec_times(point: TrainedPoint, feats: CutFeatures, count: int = 20) -> tu
     return statistics.median(te) * 1e3, statistics.median(td) * 1e3
 
 
+def next_beta(tried: dict[float, tuple[float, float]], target_bytes: float | None, max_drop: float) -> float | None:
+    """The next beta to train, from ``tried`` = {beta: (validation bytes, validation drop)}; None when
+    a target is met within 3% or there is nothing left to bracket.
+
+    Bytes fall as beta grows (a larger rate weight) and the drop grows with it: toward a byte
+    target, a secant step on log bytes against log beta between the points that bracket it (or
+    the two nearest); toward ``max_drop``, the geometric midpoint between the largest beta within
+    it and the next larger one beyond it.
+    """
+    betas = sorted(tried)
+    if target_bytes is not None:
+        if any(abs(nbytes / target_bytes - 1) <= 0.03 for nbytes, _ in tried.values()):
+            return None
+        too_big = [b for b in betas if tried[b][0] > target_bytes]  # too many bytes: beta too small
+        too_small = [b for b in betas if tried[b][0] < target_bytes]
+        if len(betas) == 1:
+            return betas[0] * (2 if too_big else 0.5)
+        lo, hi = ((max(too_big), min(too_small)) if too_big and too_small
+                  else tuple(betas[-2:]) if too_big else tuple(betas[:2]))
+        b_lo, b_hi = tried[lo][0], tried[hi][0]
+        if b_lo <= b_hi:  # bytes did not fall with beta: no direction to follow
+            return None
+        slope = (math.log(b_hi) - math.log(b_lo)) / (math.log(hi) - math.log(lo))
+        guess = math.exp(math.log(lo) + (math.log(target_bytes) - math.log(b_lo)) / slope)
+        return float(min(max(guess, betas[0] / 4), betas[-1] * 4))
+    ok = [b for b in betas if tried[b][1] <= max_drop + 1e-9]
+    if not ok:
+        return betas[0] / 2
+    lo = max(ok)
+    hi = min((b for b in betas if b > lo), default=None)
+    if hi is None:
+        return lo * 2
+    return math.sqrt(lo * hi) if hi / lo > 1.15 else None
+
+
 def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], data: Path | list[Path] | None = None,
                    settings: TrainSettings | None = None, max_drop: float = 1.0, exits: list[str] | None = None,
                    device: SideCost | None = None, server: SideCost | None = None,
                    links: list[Link] | None = None, baselines: bool = True, progress: Progress | None = None,
-                   jpeg_qualities: tuple[int, ...] = JPEG_QUALITIES) -> BottleneckRun:
-    """Train and measure every (cut, beta); fit exits; choose on validation; with per-segment
-    latencies and links, choose per link."""
+                   jpeg_qualities: tuple[int, ...] = JPEG_QUALITIES, target_bytes: float | None = None,
+                   refine: int = 0) -> BottleneckRun:
+    """Train and measure every (cut, beta), plus ``refine`` rate-control trainings per cut; fit exits;
+    choose on validation; with per-segment latencies and links, choose per link."""
     roots = check_bottleneck_settings(model, cuts, betas, max_drop, data)
+    if target_bytes is not None and not (math.isfinite(target_bytes) and target_bytes > 0):
+        raise InputError(f"--target-bytes must be a number of bytes above 0, got {target_bytes:g}",
+                         "for example --target-bytes 1000")
+    if refine < 0:
+        raise InputError(f"--refine must be 0 or more, got {refine}")
     settings = settings or TrainSettings()
     links = links or []
     run = BottleneckRun(report=None)  # type: ignore[arg-type]
     points: list[RatePoint] = []
     base: list[BaselinePoint] = []
     feats_by_cut: dict[str, CutFeatures] = {}
+    augmented = augmented_features(model, cuts, roots, settings.augment, settings.seed, progress) if settings.augment else {}
     for cut in cuts:
         index = model.cut_index(cut)
         if progress:
             progress(f"features at {cut}", 0, 1)
         feats = feats_by_cut[cut] = cut_features(model, index, roots)
+        feats.augmented = augmented.get(cut)
         result_bytes = run.result_bytes = feats.test.logits.shape[-1] * feats.test.logits.element_size()
         server_half = _server(model, index)
         fisher = task_fisher(server_half, feats.train.x, settings.fisher_samples, seed=settings.seed,
@@ -195,9 +244,16 @@ def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], d
             base += [BaselinePoint(name=b.name, bytes_per_input=b.bytes_per_input, test=b.test)
                      for b in activation_baselines(server_half, feats) + uniform]
         curve = [(b.bytes_per_input, b.test.agreement.value) for b in uniform]
-        for beta in betas:
+        tried: dict[float, tuple[float, float]] = {}
+        queue = list(betas)
+        extra = refine
+        while queue:
+            beta = queue.pop(0)
+            if beta in tried:
+                continue
             point = train_bottleneck(server_half, feats, beta, settings, progress=progress, fisher=fisher)
             run.trained[(cut, beta)] = point
+            tried[beta] = (point.validation.bytes_per_input, point.validation.scores.drop.points)
             enc_ms, dec_ms = _codec_times(point, feats)
             points.append(RatePoint(
                 cut=cut, beta=beta, bytes_per_input=point.test.bytes_per_input,
@@ -209,16 +265,22 @@ def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], d
                 latency_ms={lk.name: _split_latency(index, point.test.bytes_per_input, enc_ms, dec_ms, device, server,
                                                     lk, result_bytes) for lk in links} if device and server else {},
             ))
+            if not queue and extra > 0:
+                nxt = next_beta(tried, target_bytes, max_drop)
+                if nxt is not None and all(abs(nxt / b - 1) > 0.01 for b in tried):
+                    queue.append(float(f"{nxt:.3g}"))
+                    extra -= 1
     first = feats_by_cut[cuts[0]]
     if baselines:
         base = [BaselinePoint(name=b.name, bytes_per_input=b.bytes_per_input, test=b.test)
                 for b in jpeg_baselines(model.whole, roots, first.test, jpeg_qualities)] + base
     exit_list, run.exits = exit_points(model, first, exits or [], max_drop)
-    operating = choose_operating_point(points, max_drop)
+    operating = choose_operating_point(points, max_drop, target_bytes)
     chosen = _choose(model, points, run.trained, run.exits, first, max_drop, device, links) if device else []
     run.report = BottleneckReport(
         model=model.spec,
         data=DataSplit(roots=[str(r) for r in roots], rule=_rule(), train_inputs=len(first.train),
+                       augmented_inputs=0 if first.augmented is None else len(first.augmented[0]),
                        validation_inputs=len(first.validation), test_inputs=len(first.test)),
         reference_validation=share(first.validation.reference_correct.numpy()),
         reference_test=share(first.test.reference_correct.numpy()),
@@ -233,15 +295,24 @@ def _rule() -> str:
     return SPLIT_RULE + "; training inputs include mirrored copies"
 
 
-def choose_operating_point(points: list[RatePoint], max_drop: float) -> OperatingPoint | None:
+def choose_operating_point(points: list[RatePoint], max_drop: float, target_bytes: float | None = None
+                           ) -> OperatingPoint | None:
     """Fewest validation bytes whose validation drop is within ``max_drop``; else the most accurate
-    on validation. Reported with its test drop and whether the test interval supports ``max_drop``."""
+    on validation. With ``target_bytes``: the most accurate on validation among points within it
+    (3% tolerance; none: the fewest bytes). Reported with its test drop and whether the test
+    interval supports ``max_drop``."""
     if not points:
         return None
     ok = [p for p in points if p.validation.drop.points <= max_drop + 1e-9]
-    pick = (min(ok, key=lambda p: p.validation_bytes_per_input) if ok
-            else max(points, key=lambda p: p.validation.top1.value))
-    return OperatingPoint(cut=pick.cut, beta=pick.beta, within_max_drop_on_validation=bool(ok),
+    if target_bytes is not None:
+        fits = [p for p in points if p.validation_bytes_per_input <= target_bytes * 1.03]
+        pick = (max(fits, key=lambda p: (p.validation.top1.value, -p.validation_bytes_per_input)) if fits
+                else min(points, key=lambda p: p.validation_bytes_per_input))
+    else:
+        pick = (min(ok, key=lambda p: p.validation_bytes_per_input) if ok
+                else max(points, key=lambda p: p.validation.top1.value))
+    return OperatingPoint(cut=pick.cut, beta=pick.beta, target_bytes=target_bytes,
+                          within_max_drop_on_validation=pick.validation.drop.points <= max_drop + 1e-9,
                           test_bytes_per_input=pick.bytes_per_input, test_drop=pick.test.drop,
                           test_supports_max_drop=pick.test.drop.supports_within(max_drop))
 

@@ -5,6 +5,10 @@ the exit heads are fitted on *train* (each image also mirrored), every choice (b
 threshold) is made on *validation*, and figures are reported on *test*. Alongside the
 activation at the cut, each part keeps the unsplit model's logits (the distillation target),
 the labels, the pooled activation at every cut (exit heads) and the classifier's input.
+
+The codec's objective (KL to the unsplit model) needs no labels, so its training set can grow
+with augmented views of the training images (random resized crops and flips): for those only
+the activation at the cut and the unsplit logits are kept.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -19,7 +24,7 @@ from aiflow_cli.errors import InputError
 from aiflow_cli.models.cache import cache_dir
 from aiflow_cli.models.segmented import SegmentedModel
 
-__all__ = ["SplitFeatures", "CutFeatures", "cut_features", "check_image_data", "classifier_of"]
+__all__ = ["SplitFeatures", "CutFeatures", "cut_features", "check_image_data", "classifier_of", "augmented_features"]
 
 _PARTS = ("train", "validation", "test")
 
@@ -50,6 +55,13 @@ class CutFeatures:
     validation: SplitFeatures
     test: SplitFeatures
     roots: list[Path]
+    augmented: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, unsplit logits) of augmented training views
+
+    def codec_training(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the codec trains on: the training images (and mirrors), plus any augmented views."""
+        if self.augmented is None:
+            return self.train.x, self.train.logits
+        return torch.cat([self.train.x, self.augmented[0]]), torch.cat([self.train.logits, self.augmented[1]])
 
 
 def check_image_data(roots: Path | list[Path] | None) -> list[Path]:
@@ -139,12 +151,60 @@ def _cached(path: Path, compute) -> dict[str, torch.Tensor]:  # noqa: ANN001 - (
     return t
 
 
+def _stem(model: SegmentedModel, roots: list[Path]) -> str:
+    folders = hashlib.sha256("|".join(str(r.resolve()) for r in roots).encode()).hexdigest()[:8]
+    return f"v3-{model.fingerprint()[:16]}-{folders}"
+
+
+@torch.no_grad()
+def augmented_features(model: SegmentedModel, cuts: list[str], data: Path | list[Path] | None, views: int,
+                       seed: int = 0, progress: Callable[[str, int, int], None] | None = None
+                       ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(x at the cut, unsplit logits) for ``views`` augmented views of every training image, per cut;
+    one pass through the model serves every cut; cached per model, folders, views and seed."""
+    from aiflow_cli.data.imagenet import augmented_views, read_labels
+
+    roots = check_image_data(data)
+    paths = {c: cache_dir("features") / f"{_stem(model, roots)}-aug{views}s{seed}-{c}.safetensors" for c in cuts}
+    missing = [c for c in cuts if not paths[c].is_file()]
+    if missing:
+        records = read_labels(roots, "train")
+        index = {model.cut_index(c): c for c in missing}
+        xs: dict[str, list[torch.Tensor]] = {c: [] for c in missing}
+        logits: list[torch.Tensor] = []
+        batch: list[torch.Tensor] = []
+
+        def flush() -> None:
+            h = torch.stack(batch)
+            for j, seg in enumerate(model.segments):
+                h = seg.module(h)
+                if j in index:
+                    xs[index[j]].append(h.clone())
+            logits.append(h)
+            batch.clear()
+
+        total = len(records) * views
+        for done, view in enumerate(augmented_views(records, views, seed), start=1):
+            batch.append(view)
+            if len(batch) == 32 or done == total:
+                flush()
+                if progress:
+                    progress("augmented views", done, total)
+        all_logits = torch.cat(logits)
+        for c in missing:
+            _cached(paths[c], lambda c=c: {"x": torch.cat(xs[c]), "logits": all_logits})
+    out = {}
+    for c in cuts:
+        t = _cached(paths[c], dict)
+        out[c] = (t["x"], t["logits"])
+    return out
+
+
 def cut_features(model: SegmentedModel, cut_index: int | None, data: Path | list[Path] | None = None) -> CutFeatures:
     """Features of every part of the data; the activation ``x`` only at ``cut_index`` (None: exits
     only need what every cut shares, and ``x`` is empty). Cached per model, folders and cut."""
     roots = check_image_data(data)
-    folders = hashlib.sha256("|".join(str(r.resolve()) for r in roots).encode()).hexdigest()[:8]
-    stem = f"v3-{model.fingerprint()[:16]}-{folders}"
+    stem = _stem(model, roots)
     shared_path = cache_dir("features") / f"{stem}-shared.safetensors"
     cut = model.cuts[cut_index] if cut_index is not None else None
     cut_path = cache_dir("features") / f"{stem}-{cut}.safetensors"
