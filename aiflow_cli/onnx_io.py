@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 from typing import Any
 
 import onnx
@@ -17,7 +18,7 @@ from torch import nn
 
 from aiflow_cli.tensors import tensors_of
 
-__all__ = ["OPSET", "export_onnx", "value_names"]
+__all__ = ["export_onnx_file", "OPSET", "export_onnx", "value_names"]
 
 OPSET = 17
 
@@ -48,3 +49,15 @@ def export_onnx(module: nn.Module, example: Any, input_names: list[str], output_
                           input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic_axes or {}, opset_version=opset, do_constant_folding=True)
     return onnx.load_from_string(buf.getvalue())
+
+
+def export_onnx_file(module: nn.Module, example: Any, path: Path, input_names: list[str], output_names: list[str],
+                     dynamic_axes: dict[str, dict[int, str]] | None = None, opset: int = OPSET) -> None:
+    """Like :func:`export_onnx`, written to ``path``: a graph over protobuf's 2 GB limit keeps its
+    weights in external data files beside it (a 1.5B-parameter LM in fp32 is 7 GB)."""
+    inputs = tuple(tensors_of(example))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Flat(module, len(inputs)).eval(), inputs, str(path), dynamo=False,
+                          input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes or {}, opset_version=opset, do_constant_folding=True)

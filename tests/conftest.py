@@ -53,6 +53,26 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 needs_imagenet = pytest.mark.needs_data("imagenet-sample")
 
 
+DRAFT_SHORT_RECIPE = ("name: draft-short\nmodel: zoo:smollm2-135m\nstages:\n"
+                      "  - kind: prune\n    method: depth\n    keep_fraction: 0.3334\n"
+                      "    calibration_samples: 4\n    calibration_tokens: 64\n"
+                      "  - kind: distill\n    steps: 6\n    batch_size: 2\n    seq_len: 64\n"
+                      "    learning_rate: 2.0e-4\n"
+                      "  - kind: evaluate\n    latency_repeats: 5\n    eval_samples: 512\n")
+
+
+@pytest.fixture(scope="session")
+def smollm2_draft(tmp_path_factory):
+    """The shipped draft recipe, shortened (10 of 30 layers, 6 distillation steps), run once:
+    (report, folder). The compress test checks the report; the speculative tests draft with it."""
+    from aiflow_cli.compress.pipeline import run_compress
+
+    root = tmp_path_factory.mktemp("draft")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(DRAFT_SHORT_RECIPE)
+    return run_compress(None, recipe, root / "draft"), root / "draft"
+
+
 @pytest.fixture(scope="session")
 def efficientnet():
     from aiflow_cli.models import load_model

@@ -87,14 +87,8 @@ def test_dynamic_int8_minilm_keeps_embeddings(tmp_path):
 
 
 @pytest.mark.needs_data("wikitext-2")
-def test_depth_pruned_draft_short_recipe_reports_agreement_before_and_after(tmp_path):
-    recipe = _recipe(tmp_path, "name: draft-short\nmodel: zoo:smollm2-135m\nstages:\n"
-                               "  - kind: prune\n    method: depth\n    keep_fraction: 0.3334\n"
-                               "    calibration_samples: 4\n    calibration_tokens: 64\n"
-                               "  - kind: distill\n    steps: 6\n    batch_size: 2\n    seq_len: 64\n"
-                               "    learning_rate: 2.0e-4\n"
-                               "  - kind: evaluate\n    latency_repeats: 5\n    eval_samples: 512\n")
-    report = run_compress(None, recipe, tmp_path / "draft")
+def test_depth_pruned_draft_short_recipe_reports_agreement_before_and_after(smollm2_draft):
+    report, folder = smollm2_draft
     prune_figures, distill_figures = report.stages[0].figures, report.stages[1].figures
     assert prune_figures["layers_after"] == 10 and len(prune_figures["kept_layers"]) == 10
     assert distill_figures["agreement_after"] > distill_figures["agreement_before"]  # distillation recovers agreement
@@ -102,7 +96,7 @@ def test_depth_pruned_draft_short_recipe_reports_agreement_before_and_after(tmp_
     assert "dequantised" in report.before.weights  # the baseline is a dequantised GGUF, and the report says so
     from aiflow_cli.models import load_model
 
-    draft = load_model(str(tmp_path / "draft"))
+    draft = load_model(str(folder))
     assert [c for c in draft.cuts if c.startswith("layer")] == [f"layer{i}" for i in range(10)]
 
 
@@ -126,3 +120,32 @@ def test_non_empty_out_is_refused_without_force(runner, tmp_path):
     result = runner.invoke(app, ["compress", "zoo:minilm-l6", "--recipe", str(RECIPES / "minilm-l6-int8-dynamic.yaml"),
                                  "--out", str(out)])
     assert result.exit_code == 2 and "not empty" in result.stderr
+
+
+@pytest.mark.needs_data("wikitext-2")
+def test_a_compressed_lm_is_judged_on_decode_with_a_kv_cache_that_matches_its_own_graph(smollm2_draft):
+    """The report times a 64-token prefill and 64 one-token decode steps through model_with_past.onnx,
+    before and after; that cached graph decodes the same tokens as model.onnx recomputing everything."""
+    import numpy as np
+
+    from aiflow_cli.models.speculative import KVSession, decode_alone
+    from aiflow_cli.ort import ort_session
+    from aiflow_cli.schemas.manifest import TensorDecl
+
+    report, folder = smollm2_draft
+    d = report.decode
+    assert d is not None and d["notes"] == "float"  # depth prune + distil: nothing quantised
+    assert d["after_decode_ms_per_token"] < d["before_decode_ms_per_token"]  # 10 of 30 layers
+    assert d["after_decode_ms_per_token"] < d["after_prefill_ms"]  # one token costs less than 64
+    compressed = json.loads((folder / "compressed.json").read_text())
+    assert compressed["files"]["onnx_with_past"] == "model_with_past.onnx"
+    session = ort_session(folder / "model_with_past.onnx")
+    decls = [TensorDecl(name="input_ids", shape=["batch", "sequence"], dtype="int64")]
+    for i in session.get_inputs()[1:]:
+        decls.append(TensorDecl(name=i.name, shape=["batch", i.shape[1], "past_sequence", i.shape[3]], dtype="float32"))
+    cached = decode_alone(KVSession(session, decls), [1, 504, 3458, 314], 8)
+    full = ort_session(folder / "model.onnx")
+    ids = [1, 504, 3458, 314]
+    for _ in range(8):
+        ids.append(int(full.run(None, {"input_ids": np.asarray([ids], dtype=np.int64)})[0][0, -1].argmax()))
+    assert cached == ids[4:]

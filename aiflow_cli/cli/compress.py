@@ -54,6 +54,13 @@ def compress_cmd(
     table.add_row("parameters", fmt_count(b.params), fmt_count(a.params), f"{a.params / b.params:.3f}x")
     table.add_row(f"latency ms ({report.latency_input})", f"{b.latency_ms:.2f}", f"{a.latency_ms:.2f}",
                   f"{report.latency_ratio_paired:.3f}x (paired)")
+    if report.decode is not None:
+        d = report.decode
+        table.add_row("prefill ms, 64 tokens, KV graph", f"{d['before_prefill_ms']:.2f}", f"{d['after_prefill_ms']:.2f}",
+                      f"{d['after_prefill_ms'] / d['before_prefill_ms']:.3f}x")
+        table.add_row("decode ms per token (KV cache)", f"{d['before_decode_ms_per_token']:.2f}",
+                      f"{d['after_decode_ms_per_token']:.2f}",
+                      f"{d['after_decode_ms_per_token'] / d['before_decode_ms_per_token']:.3f}x")
     table.add_row(a.metric.name, f"{b.metric.value:.4f}", f"{a.metric.value:.4f}",
                   f"{a.metric.value - b.metric.value:+.4f}")
     for key, value in a.metric.extra.items():

@@ -1,7 +1,7 @@
 """``aiflow serve-pair``: run exported pairs across a real or emulated link on the KServe v2 protocol.
 
 Sub-commands: ``server`` (serve the server halves), ``device`` (run the device halves against a
-server), ``link`` (an emulated link between them), ``bench`` (all three locally, measured
+server), ``generate`` (text across the link: speculative decoding or a split causal LM), ``link`` (an emulated link between them), ``bench`` (all three locally, measured
 against the plan's prediction).
 """
 
@@ -135,7 +135,7 @@ def device_cmd(
         raise InputError(f"--count must be at least 1, got {count}")
     _, pairs = load_device_pairs(directory)
     if not pairs:
-        raise InputError(f"{directory}: no image or encoder pair (causal-LM pairs: aiflow serve-pair generate)")
+        raise InputError(f"{directory}: no image or encoder pair (causal-LM pairs and speculative exports: aiflow serve-pair generate DIR)")
     pair = pairs[cut] if cut in pairs else (next(iter(pairs.values())) if cut is None else None)
     if pair is None:
         raise InputError(f"no pair at cut '{cut}' in {directory}", "exported cuts: " + ", ".join(pairs))
@@ -168,6 +168,62 @@ def device_cmd(
                       f"failed {sum(r.status == 'failed' for r in records)}")
 
 
+@app.command("generate")
+@cli_errors
+def generate_cmd(
+    directory: DirArg,
+    server: Annotated[str, typer.Option("--server", help="The v2 server (or a link in front of it), HOST:PORT.")],
+    prompt: Annotated[list[str], typer.Option("--prompt", help="Text to continue (repeatable).")],
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens to generate per prompt.")] = 64,
+    k: Annotated[str, typer.Option("--k", help="Speculative: drafts per round (1-64), or auto (chosen each round "
+                                               "from the measured acceptance, draft time and round trip).")] = "4",
+    k_max: Annotated[int, typer.Option("--k-max", help="With --k auto: the largest k it may pick.")] = 16,
+    temperature: Annotated[float, typer.Option("--temperature", help="0 is greedy (token-identical to the target "
+                                                                     "alone); above 0 samples exactly from the target.")]
+    = 0.0,
+    top_p: Annotated[float, typer.Option("--top-p", help="Sampling: nucleus cut.")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", help="Sampling: keep the k most likely tokens (0: all).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    server_only: Annotated[bool, typer.Option("--server-only", help="Speculative: also time the target generating "
+                                                                    "alone on the server (the baseline).")] = False,
+    token_file: TokenOpt = None,
+    out: OutFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate text across the link: speculative decoding for a draft / target export (the device drafts k
+    tokens, the server verifies them in one pass), or a split causal LM (one hidden state per token)."""
+    import json
+
+    from aiflow_cli.jobs.generate import GenerateSettings, parse_k, run_generate
+    from aiflow_cli.models.speculative import Sampling
+    from aiflow_cli.serve.binding import read_token
+
+    settings = GenerateSettings(max_new_tokens, parse_k(k), k_max, Sampling(temperature, top_p, top_k), seed,
+                                server_only, token=read_token(token_file) if token_file else None)
+    with progress_bar(not as_json) as progress:
+        results = run_generate(directory, server, list(prompt), settings, progress)
+    payload = {"export": str(directory), "server": server, "generations": [r.as_dict() for r in results]}
+    if out is not None:
+        from aiflow_cli.atomic import write_text_atomic
+
+        write_text_atomic(out, json.dumps(payload, indent=1) + "\n")
+    if as_json:
+        typer.echo(json.dumps(payload, indent=1))
+        return
+    for r in results:
+        console.print(f"[bold]{r.prompt}[/]{r.text}", highlight=False)
+        figures = [f"{len(r.tokens)} tokens", f"{r.ms_per_token:.1f} ms/token", f"{r.round_trips} round trips"]
+        if r.acceptance is not None:
+            figures.append(f"acceptance {r.acceptance:.2f}, k {min(r.ks, default=0)}-{max(r.ks, default=0)}")
+        if r.sampling_bytes_per_draft is not None:
+            figures.append(f"{r.sampling_bytes_per_draft:.0f} B of q per draft")
+        if r.server_only_ms_per_token is not None:
+            figures.append(f"server-only {r.server_only_ms_per_token:.1f} ms/token")
+        if r.resent_prefixes:
+            figures.append(f"prefix resent {r.resent_prefixes}x")
+        err_console.print("  " + "; ".join(figures), highlight=False)
+
+
 SlowdownOpt = Annotated[float, typer.Option(
     "--device-slowdown", help="Emulate a device this many times slower than this machine (it waits out the "
                               "difference after device.onnx; predictions scale the device time alike).")]
@@ -191,6 +247,13 @@ def bench_cmd(
     data: Annotated[Optional[Path], typer.Option("--data", help="Labelled image folder (default: the test split).")]
     = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: measured vs predicted per component.")] = None,
+    speculative: Annotated[bool, typer.Option(
+        "--speculative", help="For a draft / target export: TPOT against k per link, with server-only, device-only "
+                              "and co-located baselines and the cost model (the study).")] = False,
+    ks: Annotated[str, typer.Option("--ks", help="With --speculative: the draft lengths, e.g. 1,2,4,8,16,24.")]
+    = "1,2,3,4,6,8,12,16,24",
+    prompts: Annotated[int, typer.Option("--prompts", help="With --speculative: Spec-Bench prompts per point.")] = 8,
+    new_tokens: Annotated[int, typer.Option("--new-tokens", help="With --speculative: tokens per prompt.")] = 32,
     out: OutFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -202,6 +265,9 @@ def bench_cmd(
     from aiflow_cli.atomic import check_writable, write_text_atomic
     from aiflow_cli.serve.bench import parse_bench_link, run_bench
 
+    if speculative:
+        return _speculative(directory, link or ["0.5MB/s,20ms", "1MB/s,20ms", "2MB/s,20ms"], ks, prompts, new_tokens,
+                            plot, out, as_json)
     if bool(link) == bool(trace):
         raise InputError("give --link (fixed links) or --trace (adaptive study), not both or neither",
                          "for example --link 0.5MB/s,20ms --link 2MB/s,20ms")
@@ -241,6 +307,67 @@ def bench_cmd(
     show(table)
     verdict = "[green]within[/]" if report.passed else "[red]outside[/]"
     console.print(f"{verdict} the bounds: total {report.limits['total']:.0%}, each component {report.limits['component']:.0%}")
+
+
+def _speculative(directory: Path, link: list[str], ks_text: str, prompts: int, new_tokens: int, plot: Optional[Path],
+                 out: Optional[Path], as_json: bool) -> None:
+    from aiflow_cli.atomic import check_writable, write_text_atomic
+    from aiflow_cli.serve.bench import parse_bench_link
+    from aiflow_cli.serve.spec_study import PREDICTION_LIMIT, run_spec_study
+
+    try:
+        ks = sorted({int(k) for k in ks_text.split(",") if k.strip()})
+    except ValueError:
+        raise InputError(f"--ks '{ks_text}': expected whole numbers", "for example --ks 1,2,4,8") from None
+    if not ks or ks[0] < 1 or ks[-1] > 64:
+        raise InputError(f"--ks '{ks_text}': each k must be in 1..64")
+    if prompts < 1 or new_tokens < 4:
+        raise InputError("--prompts must be at least 1 and --new-tokens at least 4")
+    for path in (out, plot):
+        if path is not None:
+            check_writable(path)
+    links = [parse_bench_link(text) for text in link]
+    with progress_bar(not as_json) as progress:
+        study = run_spec_study(directory, links, ks, prompts, new_tokens, progress=progress)
+    text = study.model_dump_json(indent=2)
+    if out is not None:
+        write_text_atomic(out, text + "\n")
+    if plot is not None:
+        from aiflow_cli.serve.spec_plot import plot_spec_study
+
+        plot_spec_study(study, plot)
+    if as_json:
+        typer.echo(text)
+        return
+    console.print(f"[bold]{study.draft} -> {study.target}[/]: {study.prompts} Spec-Bench prompts x {study.new_tokens} "
+                  f"tokens; device-only {study.device_only_tpot_ms:.1f} ms/token (agreement with the target "
+                  f"{study.device_only_agreement:.2f}); draft {study.probe.draft_ms_per_token:.1f} ms/token, verify "
+                  + ", ".join(f"k={k} {v:.1f}" for k, v in study.probe.verify_ms.items()) + " ms", highlight=False)
+    table = Table(title="TPOT ms, measured / cost model (error)", title_style="bold")
+    table.add_column("k", justify="right")
+    for base in study.baselines:
+        table.add_column(base.link, justify="right")
+    table.add_column("acceptance", justify="right")
+    table.add_column("co-located", justify="right")
+    for k in [*ks, "auto"]:
+        row = [str(k)]
+        for base in study.baselines:
+            p = next((q for q in study.points if q.link == base.link and q.k == k), None)
+            row.append("-" if p is None else f"{p.tpot_ms:.1f} / {p.predicted_tpot_ms:.1f} ({100 * p.error:+.0f}%)")
+        first = next((q for q in study.points if q.k == k), None)
+        row += ["-" if first is None else f"{first.acceptance:.2f}",
+                f"{study.colocated_tpot_ms[k]:.1f}" if k in study.colocated_tpot_ms else "-"]
+        table.add_row(*row)
+    table.add_row("server-only", *[f"{b.server_only_tpot_ms:.1f}" for b in study.baselines], "", "")
+    show(table)
+    for base in study.baselines:
+        best = study.best_k[base.link]
+        point = next(q for q in study.points if q.link == base.link and q.k == best)
+        console.print(f"{base.link}: best k {best} at {point.tpot_ms / base.server_only_tpot_ms:.2f}x server-only; "
+                      f"crossover k {study.crossover_k[base.link]}", highlight=False)
+    worst = max(abs(p.error) for p in study.points)
+    console.print(("[green]within[/]" if worst <= PREDICTION_LIMIT else "[red]outside[/]")
+                  + f" {PREDICTION_LIMIT:.0%} for every point (worst {worst:.0%})")
 
 
 def _adaptive(directory: Path, trace: Path, rtt: str, seconds: float, engine: str, data: Optional[Path],

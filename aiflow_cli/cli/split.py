@@ -18,12 +18,12 @@ from aiflow_cli.cli.options import (
 )
 from aiflow_cli.errors import InputError
 
-__all__ = ["app", "split_cmd", "verify_cmd"]
+__all__ = ["app", "split_cmd", "verify_cmd", "speculative_cmd"]
 
 
 class SplitGroup(TyperGroup):
     """``aiflow split MODEL ...`` plans and exports (the ``plan`` command, the default);
-    ``aiflow split verify DIR`` checks an export. A first argument that names no sub-command is a MODEL."""
+    ``aiflow split verify DIR`` checks an export; ``aiflow split speculative`` exports a draft / target pair. A first argument that names no sub-command is a MODEL."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
@@ -33,7 +33,8 @@ class SplitGroup(TyperGroup):
 
 app = typer.Typer(cls=SplitGroup, no_args_is_help=True, add_completion=False,
                   help="Choose where to cut MODEL for a device, a server and a link, and export the halves "
-                       "(aiflow split MODEL ...); check an export (aiflow split verify DIR).")
+                       "(aiflow split MODEL ...); check an export (aiflow split verify DIR); export a draft on the device and "
+                       "a target on the server for speculative decoding (aiflow split speculative).")
 
 
 @app.command("plan")
@@ -318,3 +319,43 @@ def verify_cmd(
     against = "; ".join(dict.fromkeys(p.verification.reference for p in manifest.pairs))
     console.print(f"[green]ok[/]: {len(manifest.pairs)} pair(s) match the manifest's hashes and declarations, and "
                   f"reproduce {against}", highlight=False)
+
+
+@app.command("speculative")
+@cli_errors
+def speculative_cmd(
+    draft: Annotated[str, typer.Option("--draft", help="The device's draft model: a causal LM sharing the target's "
+                                                       "tokenizer (zoo:..., hf:..., or a folder from aiflow compress).")],
+    target: Annotated[str, typer.Option("--target", help="The server's target model (zoo:..., hf:..., a folder).")],
+    export: Annotated[Path, typer.Option("--export", help="Write draft.onnx, target.onnx, the tokenizer and "
+                                                          "manifest.json here (all or nothing).")],
+    weights: Annotated[str, typer.Option("--weights", help="fp32 (the models' own weights) or int4 (every MatMul "
+                                                           "4-bit, MatMulNBits with int8 compute: needed for models "
+                                                           "over 2 GB in fp32, e.g. the Qwen pair).")] = "fp32",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing export folder.")] = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a draft / target pair for speculative decoding across the link: the device drafts k tokens,
+    the server verifies them in one pass (aiflow serve-pair generate DIR runs it).
+
+    Both get a KV cache. Refused when the vocabularies differ. Nothing is written unless speculative
+    greedy decoding through both graphs reproduces the target's own greedy output token for token.
+    """
+    from aiflow_cli.export.speculative import export_speculative
+    from aiflow_cli.models import load_model
+
+    with progress_bar(not as_json) as progress:
+        progress("load models", 0, 2)
+        draft_model = load_model(draft, trust_remote_code=trust_remote_code)
+        target_model = load_model(target, trust_remote_code=trust_remote_code)
+        progress("load models", 2, 2)
+        manifest = export_speculative(draft_model, target_model, export, force=force, progress=progress,
+                                      weights=weights)
+    if as_json:
+        typer.echo(manifest.model_dump_json(indent=2))
+        return
+    pair, info = manifest.pairs[0], manifest.speculative
+    console.print(f"[green]exported[/] {export}: draft {fmt_bytes(pair.device.size_bytes)} (device), target "
+                  f"{fmt_bytes(pair.server.size_bytes)} (server), {info.vocab_size:,} tokens, context "
+                  f"{info.max_positions:,}; {pair.verification.inputs}: token-identical", highlight=False)

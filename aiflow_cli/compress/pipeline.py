@@ -26,6 +26,7 @@ import yaml
 
 from aiflow_cli.compress import distill as distill_mod
 from aiflow_cli.compress import prune, quantize
+from aiflow_cli.compress.decode import decode_latency, export_with_past
 from aiflow_cli.compress.tasks import TaskKit, task_kit
 from aiflow_cli.errors import ConfigError, InputError
 from aiflow_cli.models.segmented import SegmentedModel
@@ -202,6 +203,18 @@ def run_compress(spec: str | None, recipe_path: Path, out_dir: Path, data: Path 
         if not exported_after_torch:
             onnx.save(kit.export(module), str(current))
 
+        decode: dict[str, Any] | None = None
+        if model.task == "causal-lm":  # judged on decode: both graphs again, with a KV cache
+            if progress:
+                progress("decode latency", 0, 1)
+            b_in, _ = export_with_past(teacher, tmp / "baseline_with_past.onnx", [], kit)
+            a_in, notes = export_with_past(module, tmp / "model_with_past.onnx", list(recipe.stages), kit)
+            decode = decode_latency(tmp / "baseline_with_past.onnx", tmp / "model_with_past.onnx", b_in, a_in,
+                                    model.tokenizer.vocab_size, max(3, evaluate.latency_repeats // 4))
+            decode["notes"] = "; ".join(notes) or "float"
+            (tmp / "baseline_with_past.onnx").unlink()
+            if progress:
+                progress("decode latency", 1, 1)
         feeds = kit.latency_feeds()
         b_lat, a_lat, ratios = _paired_latency(baseline, current, feeds, evaluate.latency_repeats)
         original = kit.torch_runner(teacher)  # the float torch model the recipe started from
@@ -209,13 +222,15 @@ def run_compress(spec: str | None, recipe_path: Path, out_dir: Path, data: Path 
         after_metric = kit.metric(_runner(current), original, evaluate.eval_samples)
         architecture, files = _save_torch(model, module, tmp)
         files["onnx"] = "model.onnx"
+        if decode is not None:
+            files["onnx_with_past"] = "model_with_past.onnx"
         report = CompressReport(
             model=spec, recipe=recipe.name, data=data_source, host=host_info(),
             latency_input=", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items()),
             before=_measured(baseline, params_before, b_lat, before_metric, model.extras.get("weights", "")),
             after=_measured(current, prune.count_params(module), a_lat, after_metric),
             latency_ratio_paired=round(statistics.median(ratios), 4),
-            latency_ratios=[round(r, 4) for r in ratios], stages=records,
+            latency_ratios=[round(r, 4) for r in ratios], stages=records, decode=decode,
             seconds_total=round(time.perf_counter() - t_start, 2),
         )
         baseline.unlink()

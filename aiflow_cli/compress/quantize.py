@@ -78,8 +78,12 @@ def quantize_static_stage(fp32: Path, out: Path, stage: QuantizeStatic, kit: Tas
             "calibrate_method": stage.calibrate_method}
 
 
-def quantize_int4_stage(fp32: Path, out: Path, stage: QuantizeInt4, kit: TaskKit) -> dict[str, Any]:
+def quantize_int4_stage(fp32: Path, out: Path, stage: QuantizeInt4, kit: TaskKit | None) -> dict[str, Any]:
+    import logging
+
     from onnxruntime.quantization import matmul_nbits_quantizer as mq
+
+    logging.getLogger(mq.__name__).setLevel(logging.WARNING)  # one INFO line per MatMul otherwise
 
     if stage.algorithm == "hqq":
         config = mq.HQQWeightOnlyQuantConfig(block_size=stage.block_size, bits=4)

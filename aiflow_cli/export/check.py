@@ -21,6 +21,7 @@ from pathlib import Path
 import onnx
 
 from aiflow_cli.errors import ConfigError, InputError, VerificationError
+from aiflow_cli.export.speculative import verify_speculative
 from aiflow_cli.export.verify import verify_pair
 from aiflow_cli.hashing import sha256_file
 from aiflow_cli.models.reference_inputs import real_inputs
@@ -122,12 +123,20 @@ def check_declarations(directory: Path, manifest: Manifest, graphs: dict[str, on
             for which in ("inputs", "outputs"):
                 problems += _compare(f"pairs.{i}.{side}.{which}", getattr(art, which),
                                      graph_decls(graphs[f"pairs.{i}.{side}"], which), art.file)
-        dev_out = {d.name: d for d in pair.device.outputs}
+        # token ids cross in a speculative export: an input of both the draft and the target
+        dev_out = {d.name: d for d in (pair.device.inputs if manifest.speculative else pair.device.outputs)}
         srv_in = {d.name: d for d in pair.server.inputs}
+        if manifest.speculative is not None:
+            vocab = {side: next((d.shape[-1] for d in getattr(pair, side).outputs if d.name == "logits"), None)
+                     for side in ("device", "server")}
+            if vocab["device"] != manifest.speculative.vocab_size or vocab["server"] != manifest.speculative.vocab_size:
+                problems.append(f"speculative.vocab_size: {manifest.speculative.vocab_size}, but the draft scores "
+                                f"{vocab['device']} tokens and the target {vocab['server']}")
         if not pair.crossing:
             problems.append(f"pairs.{i}.crossing: empty (nothing would cross the link)")
         for k, c in enumerate(pair.crossing):
-            for side, table in (("device output", dev_out), ("server input", srv_in)):
+            device_side = "device input" if manifest.speculative else "device output"
+            for side, table in ((device_side, dev_out), ("server input", srv_in)):
                 if table.get(c.name) != c:
                     problems.append(f"pairs.{i}.crossing.{k}: '{c.name}' {c.dtype}{c.shape} is not a {side} of that "
                                     "shape and dtype")
@@ -164,6 +173,13 @@ def verify_export_dir(directory: Path, count: int = 50, trust_remote_code: bool 
     model = load_model_named_in_file(manifest.source_model.spec,
                                      f"{directory / 'manifest.json'}: field 'source_model.spec'", trust_source,
                                      trust_remote_code)
+    if manifest.speculative is not None:
+        pair = manifest.pairs[0]
+        pair.verification = verify_speculative(directory, manifest, model)
+        if not pair.verification.passed:
+            raise VerificationError(f"{directory}: speculative greedy decoding does not reproduce the target's own "
+                                    f"(token agreement {pair.verification.agreement:.3f})")
+        return manifest
     check_cuts(directory, manifest, model)
     inputs, source = real_inputs(model, "verification", count)
     failures = []

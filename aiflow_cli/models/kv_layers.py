@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["KVDecoderLayer", "KVDevice", "KVServer"]
+__all__ = ["KVDecoderLayer", "KVDevice", "KVServer", "KVCausalLM", "kv_causal_lm"]
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -91,3 +91,25 @@ class KVServer(nn.Module):
             h, k, v = layer(h, past[2 * i], past[2 * i + 1])
             present += [k, v]
         return (self.lm_head(self.norm(h)), *present)
+
+
+class KVCausalLM(nn.Module):
+    """The whole model with its cache: input_ids, past (k, v) per layer -> logits, present (k, v) per layer
+    (a speculative-decoding draft or target)."""
+
+    def __init__(self, embed_tokens: nn.Module, layers: list[KVDecoderLayer], norm: nn.Module,
+                 lm_head: nn.Module) -> None:
+        super().__init__()
+        self.body = KVDevice(embed_tokens, layers)
+        self.norm, self.lm_head = norm, lm_head
+
+    def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h, *present = self.body(input_ids, *past)
+        return (self.lm_head(self.norm(h)), *present)
+
+
+def kv_causal_lm(hf_model: nn.Module) -> KVCausalLM:
+    """A transformers Llama-family causal LM (Llama, SmolLM2, Qwen2) as a :class:`KVCausalLM`."""
+    base = hf_model.model
+    layers = [KVDecoderLayer(layer, base.rotary_emb) for layer in base.layers]
+    return KVCausalLM(base.embed_tokens, layers, base.norm, hf_model.lm_head).eval()

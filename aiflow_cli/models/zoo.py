@@ -54,10 +54,24 @@ def _smollm2_135m(spec: str) -> SegmentedModel:
     return model
 
 
+def _qwen_coder(name: str) -> Callable[[str], SegmentedModel]:
+    def load(spec: str) -> SegmentedModel:
+        from aiflow_cli.models.hf import causal_lm_model
+        from aiflow_cli.models.qwen import qwen_dir, weights_note
+
+        model = causal_lm_model(spec, name, qwen_dir(name))
+        model.extras["weights"] = weights_note(name)
+        return model
+
+    return load
+
+
 ZOO: dict[str, Callable[[str], SegmentedModel]] = {
     "efficientnet-lite0": _efficientnet_lite0,
     "minilm-l6": _minilm_l6,
     "smollm2-135m": _smollm2_135m,
+    "qwen2.5-coder-0.5b": _qwen_coder("qwen2.5-coder-0.5b"),  # a draft for the 1.5B (same tokenizer)
+    "qwen2.5-coder-1.5b": _qwen_coder("qwen2.5-coder-1.5b"),
 }
 
 

@@ -20,7 +20,7 @@ from aiflow_cli.schemas.base import Strict
 from aiflow_cli.schemas.loading import read_mapping
 
 __all__ = ["MANIFEST_SCHEMA_VERSION", "TensorDecl", "Artifact", "CodecInfo", "Verification", "ExitDecl", "ExportedPair",
-           "SourceModel", "PairCost", "Manifest", "SCHEMA_FILE", "load_manifest", "manifest_json_schema"]
+           "SourceModel", "PairCost", "SpeculativeInfo", "Manifest", "SCHEMA_FILE", "load_manifest", "manifest_json_schema"]
 
 MANIFEST_SCHEMA_VERSION = "aiflow.manifest/2"
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
@@ -109,6 +109,17 @@ class SourceModel(Strict):
                                                  "not an fp32 original)")
 
 
+class SpeculativeInfo(Strict):
+    """A speculative-decoding export: the draft runs on the device (``device``), the target on the
+    server (``server``); token ids cross the link, never activations."""
+
+    draft_model: SourceModel
+    vocab_size: int = Field(gt=0)
+    tokenizer_sha256: str = Field(pattern="^[0-9a-f]{64}$", description="sha256 over the (shared) token -> id map")
+    max_positions: int = Field(gt=0, description="the target's context length: prompt + new tokens must fit")
+    eos_ids: list[int] = Field(default_factory=list)
+
+
 class Manifest(Strict):
     schema_version: Literal["aiflow.manifest/2"] = MANIFEST_SCHEMA_VERSION
     aiflow_version: str
@@ -116,6 +127,7 @@ class Manifest(Strict):
     opset: int
     pairs: list[ExportedPair] = Field(min_length=1)
     plan_table: list[dict[str, Any]] = Field(default_factory=list)
+    speculative: SpeculativeInfo | None = Field(default=None, description="set for a draft/target export")
 
 
 def manifest_json_schema() -> dict[str, Any]:

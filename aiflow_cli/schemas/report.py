@@ -53,6 +53,10 @@ class CompressReport(Strict):
     latency_ratios: list[float] = Field(default_factory=list, description="after/before per paired block")
     stages: list[StageRecord]
     seconds_total: float
+    decode: dict[str, Any] | None = Field(
+        default=None, description="causal LMs: a 64-token prompt then 64 tokens one at a time with a KV cache "
+                                  "(model_with_past.onnx), before and after: before_prefill_ms, "
+                                  "before_decode_ms_per_token, after_prefill_ms, after_decode_ms_per_token, notes")
 
 
 class CompressedModel(Strict):

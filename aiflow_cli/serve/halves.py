@@ -23,19 +23,17 @@ import numpy as np
 from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
 from aiflow_cli.codecs.registry import codec_from_spec
 from aiflow_cli.errors import InputError
-from aiflow_cli.export.check import check_declarations, check_files
 from aiflow_cli.export.triton import triton_model_name
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import (
     ExportedPair,
     Manifest,
     TensorDecl,
-    load_manifest,
 )
 from aiflow_cli.serve.wire import unframe
 
-__all__ = ["V2_DATATYPES", "ServedModel", "PairModel", "LMPairModel", "SessionLost", "load_served_models", "decode_wire",
-           "model_name"]
+__all__ = ["V2_DATATYPES", "ServedModel", "PairModel", "LMPairModel", "SessionLost", "SessionCache", "crop",
+           "session_parameters", "check_inputs", "decode_wire", "model_name"]
 
 V2_DATATYPES = {"float32": "FP32", "float16": "FP16", "uint8": "UINT8", "int8": "INT8", "int32": "INT32",
                 "int64": "INT64", "bool": "BOOL"}
@@ -93,7 +91,7 @@ def decode_wire(codec: ActivationCodec, data: np.ndarray, decl: TensorDecl) -> n
     return array
 
 
-def _check_inputs(tensors: dict[str, np.ndarray], names: list[str]) -> None:
+def check_inputs(tensors: dict[str, np.ndarray], names: list[str]) -> None:
     unknown = sorted(set(tensors) - set(names))
     missing = [n for n in names if n not in tensors]
     if unknown:
@@ -115,7 +113,7 @@ class PairModel(ServedModel):
 
     def infer(self, tensors: dict[str, np.ndarray], parameters: dict[str, Any]) -> tuple[dict[str, np.ndarray],
                                                                                           dict[str, Any]]:
-        _check_inputs(tensors, [d.name for d in self.pair.crossing])
+        check_inputs(tensors, [d.name for d in self.pair.crossing])
         t0 = time.perf_counter()
         feeds = {d.name: decode_wire(c, tensors[d.name], d) for d, c in zip(self.pair.crossing, self.codecs)}
         t1 = time.perf_counter()
@@ -130,6 +128,71 @@ class _Session:
     past: dict[str, np.ndarray]
     position: int = 0
     last_used: float = field(default_factory=time.monotonic)
+
+
+class SessionCache:
+    """KV caches by session id: a bounded number, the least recently used evicted first, and any
+    idle longer than ``idle_seconds`` dropped. ``past_decls`` declare the cache tensors."""
+
+    def __init__(self, past_decls: list[TensorDecl], max_sessions: int = 64, idle_seconds: float = 300.0) -> None:
+        self.past_decls = past_decls
+        self.max_sessions, self.idle_seconds = max_sessions, idle_seconds
+        self.sessions: dict[str, _Session] = {}
+        self.lock = threading.Lock()
+
+    def empty(self) -> dict[str, np.ndarray]:
+        return {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in self.past_decls}
+
+    def get(self, sid: str, start: bool) -> _Session:
+        now = time.monotonic()
+        with self.lock:
+            for key in [k for k, s in self.sessions.items() if now - s.last_used > self.idle_seconds]:
+                del self.sessions[key]
+            if start:
+                if sid not in self.sessions and len(self.sessions) >= self.max_sessions:
+                    oldest = min(self.sessions, key=lambda k: self.sessions[k].last_used)
+                    del self.sessions[oldest]
+                self.sessions[sid] = _Session(self.empty())
+            if sid not in self.sessions:
+                raise SessionLost(f"session '{sid[:40]}' is not held by this server (evicted, closed or restarted)",
+                                  "start it again with sequence_start and the whole prefix")
+            session = self.sessions[sid]
+            session.last_used = now
+            return session
+
+    def close(self, sid: str) -> None:
+        with self.lock:
+            self.sessions.pop(sid, None)
+
+    @staticmethod
+    def continue_at(session: _Session, sid: str, position: int | None) -> None:
+        """Bring the cache to ``position`` tokens: a retry of a step already applied is cropped back;
+        a cache shorter than ``position`` means the session was lost."""
+        if position is None:
+            return
+        if session.position < position:
+            raise SessionLost(f"session '{sid[:40]}' holds {session.position} positions, the request "
+                              f"continues at {position}", "start it again with sequence_start and the whole prefix")
+        crop(session, position)
+
+
+def crop(session: _Session, length: int) -> None:
+    """Forget everything in the cache after its first ``length`` positions."""
+    if session.position > length:
+        session.past = {k: v[:, :, :length] for k, v in session.past.items()}
+        session.position = length
+
+
+def session_parameters(parameters: dict[str, Any]) -> tuple[str, bool, int | None]:
+    """(sequence id, start?, position) from a request's parameters, checked."""
+    sid = parameters.get("sequence_id")
+    if not isinstance(sid, (str, int)) or isinstance(sid, bool) or str(sid) == "":
+        raise InputError("this model keeps a cache per session and needs the request parameter 'sequence_id'",
+                         "one id per generation")
+    position = parameters.get("position", None)
+    if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
+        raise InputError("parameter 'position' must be a whole number >= 0")
+    return str(sid), bool(parameters.get("sequence_start", False)), position
 
 
 class LMPairModel(ServedModel):
@@ -149,73 +212,24 @@ class LMPairModel(ServedModel):
         self.session = ort_session(Path(root) / pair.server.file, threads)
         self.codec = ActivationCodec()
         self.past_decls = pair.server.inputs[1:]
-        self.max_sessions, self.idle_seconds = max_sessions, idle_seconds
-        self.sessions: dict[str, _Session] = {}
-        self.lock = threading.Lock()
-
-    def _empty(self) -> dict[str, np.ndarray]:
-        return {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in self.past_decls}
-
-    def _session(self, sid: str, start: bool) -> _Session:
-        now = time.monotonic()
-        with self.lock:
-            for key in [k for k, s in self.sessions.items() if now - s.last_used > self.idle_seconds]:
-                del self.sessions[key]
-            if start:
-                if sid not in self.sessions and len(self.sessions) >= self.max_sessions:
-                    oldest = min(self.sessions, key=lambda k: self.sessions[k].last_used)
-                    del self.sessions[oldest]
-                self.sessions[sid] = _Session(self._empty())
-            if sid not in self.sessions:
-                raise SessionLost(f"session '{sid[:40]}' is not held by this server (evicted, closed or restarted)",
-                                  "start it again with sequence_start and the whole prefix")
-            session = self.sessions[sid]
-            session.last_used = now
-            return session
+        self.cache = SessionCache(self.past_decls, max_sessions, idle_seconds)
 
     def infer(self, tensors: dict[str, np.ndarray], parameters: dict[str, Any]) -> tuple[dict[str, np.ndarray],
                                                                                           dict[str, Any]]:
         hidden_decl = self.pair.crossing[0]
-        _check_inputs(tensors, [hidden_decl.name])
-        sid = parameters.get("sequence_id")
-        if not isinstance(sid, (str, int)) or isinstance(sid, bool) or str(sid) == "":
-            raise InputError("a causal-LM pair needs the request parameter 'sequence_id'", "one id per generation")
-        position = parameters.get("position", None)
-        if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
-            raise InputError("parameter 'position' must be a whole number >= 0")
+        check_inputs(tensors, [hidden_decl.name])
+        sid, start, position = session_parameters(parameters)
         t0 = time.perf_counter()
         hidden = decode_wire(self.codec, tensors[hidden_decl.name], hidden_decl)
-        session = self._session(str(sid), bool(parameters.get("sequence_start", False)))
-        if position is not None:
-            if session.position < position:
-                raise SessionLost(f"session '{str(sid)[:40]}' holds {session.position} positions, the request "
-                                  f"continues at {position}", "start it again with sequence_start and the whole prefix")
-            if session.position > position:  # a retried step: forget what the first attempt added
-                session.past = {k: v[:, :, :position] for k, v in session.past.items()}
-                session.position = position
+        session = self.cache.get(sid, start)
+        self.cache.continue_at(session, sid, position)
         t1 = time.perf_counter()
         outs = self.session.run(None, {hidden_decl.name: hidden, **session.past})
         session.past = {d.name: v for d, v in zip(self.past_decls, outs[1:])}
         session.position += hidden.shape[1]
         token = np.asarray(outs[0][:, -1].argmax(-1), dtype=np.int64).reshape(1, 1)
         if parameters.get("sequence_end", False):
-            with self.lock:
-                self.sessions.pop(str(sid), None)
+            self.cache.close(sid)
         t2 = time.perf_counter()
         return {"next_token": token}, {"aiflow_decode_ms": round((t1 - t0) * 1e3, 4),
                                        "aiflow_server_ms": round((t2 - t0) * 1e3, 4), "position": session.position}
-
-
-def load_served_models(directory: Path, threads: int | None = None, max_sessions: int = 64,
-                       idle_seconds: float = 300.0) -> dict[str, ServedModel]:
-    """Every server half of an export, after the manifest's hashes and declarations were checked
-    (a mismatch refuses to serve: exit 2). No model source is loaded: only the files run."""
-    directory = Path(directory)
-    manifest = load_manifest(directory)
-    check_declarations(directory, manifest, check_files(directory, manifest))
-    models: dict[str, ServedModel] = {}
-    for pair in manifest.pairs:
-        name = model_name(manifest, pair)
-        models[name] = (LMPairModel(directory, name, pair, threads, max_sessions, idle_seconds) if pair.kv_cache
-                        else PairModel(directory, name, pair, threads))
-    return models

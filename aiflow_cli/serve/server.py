@@ -56,7 +56,7 @@ def serve(settings: ServeSettings) -> None:
     import uvicorn
 
     from aiflow_cli.serve.app import build_app
-    from aiflow_cli.serve.halves import load_served_models
+    from aiflow_cli.serve.catalog import load_served_models
 
     models = load_served_models(settings.directory, settings.threads, settings.max_sessions, settings.idle_seconds)
     app = build_app(models, token, settings.max_body_bytes)

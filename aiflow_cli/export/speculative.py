@@ -1,0 +1,195 @@
+"""Export a draft / target pair for speculative decoding across the link.
+
+::
+
+    DIR/speculative/draft.onnx    (device)  input_ids, past_key_i/past_value_i -> logits, present_key_i/value_i
+    DIR/speculative/target.onnx   (server)  the same interface, the target's layers
+    DIR/manifest.json             the pair, the draft's and target's weights, the shared tokenizer's hash
+
+Only token ids (and, when sampling, the draft's sparse distribution) cross the link. The two
+models must share one tokenizer: a draft whose token -> id map differs from the target's is
+refused (its proposals would name other tokens).
+
+Verified before anything is written: the target's ONNX graph greedy-decodes exactly as
+transformers does, and speculative greedy decoding through both graphs gives the target-only
+output token for token.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from aiflow_cli import __version__
+from aiflow_cli.compress.quantize import quantize_int4_stage
+from aiflow_cli.errors import InputError, VerificationError
+from aiflow_cli.export.api import source_model_of
+from aiflow_cli.export.lm_pair import (
+    VERIFY_PROMPTS,
+    VERIFY_TOKENS,
+    eos_ids,
+    greedy_reference,
+)
+from aiflow_cli.export.pair import save_artifact
+from aiflow_cli.hashing import sha256_file, vocabulary_sha256
+from aiflow_cli.models.kv_onnx import kv_lm_onnx, kv_lm_onnx_file
+from aiflow_cli.models.segmented import SegmentedModel
+from aiflow_cli.models.speculative import (
+    Drafter,
+    KVSession,
+    LocalVerifier,
+    decode_alone,
+    speculate,
+)
+from aiflow_cli.onnx_io import OPSET
+from aiflow_cli.schemas.manifest import (
+    Artifact,
+    CodecInfo,
+    ExportedPair,
+    Manifest,
+    SourceModel,
+    SpeculativeInfo,
+    TensorDecl,
+    Verification,
+)
+from aiflow_cli.schemas.recipe import QuantizeInt4
+from aiflow_cli.staging import staged_dir
+
+__all__ = ["export_speculative", "verify_speculative", "tokenizer_sha256", "check_same_vocabulary", "SPECULATIVE_DIR", "TOKENIZER_DIR", "VERIFY_K"]
+
+SPECULATIVE_DIR = "speculative"
+TOKENIZER_DIR = "tokenizer"  # the shared tokenizer travels with the pair (the device encodes prompts)
+VERIFY_K = 4
+
+
+def tokenizer_sha256(tokenizer) -> str:  # noqa: ANN001 - a transformers tokenizer
+    """sha256 over the token -> id map (what both halves must agree on)."""
+    return vocabulary_sha256(tokenizer.get_vocab())
+
+
+def check_same_vocabulary(draft: SegmentedModel, target: SegmentedModel) -> None:
+    """Refuse a pair whose tokenizers or output vocabularies differ, naming the first difference."""
+    for role, model in (("draft", draft), ("target", target)):
+        if model.task != "causal-lm" or "hf_model" not in model.extras:
+            raise InputError(f"--{role} {model.spec} is a {model.task} model", "speculative decoding needs two causal LMs")
+    dv, tv = draft.tokenizer.get_vocab(), target.tokenizer.get_vocab()
+    if dv != tv:
+        by_id_d = {i: t for t, i in dv.items()}
+        by_id_t = {i: t for t, i in tv.items()}
+        first = next((i for i in sorted(set(by_id_d) | set(by_id_t)) if by_id_d.get(i) != by_id_t.get(i)), None)
+        raise InputError(f"the draft's and the target's vocabularies differ ({len(dv):,} vs {len(tv):,} tokens; "
+                         f"first difference at id {first}: {by_id_d.get(first)!r} vs {by_id_t.get(first)!r})",
+                         "pick a draft trained with the target's tokenizer (same model family)")
+    d_out = draft.extras["hf_model"].lm_head.out_features
+    t_out = target.extras["hf_model"].lm_head.out_features
+    if d_out != t_out:
+        raise InputError(f"the draft scores {d_out:,} tokens and the target {t_out:,}",
+                         "pick a draft with the target's output vocabulary")
+
+
+WEIGHTS = ("fp32", "int4")
+INT4 = QuantizeInt4(kind="quantize", method="int4", algorithm="rtn", block_size=32, symmetric=True, accuracy_level=4)
+
+
+def _export_lm(model: SegmentedModel, root: Path, rel: str, weights: str) -> Artifact:
+    """One KV-cached graph. ``int4``: every MatMul weight 4-bit (MatMulNBits, blocks of 32, int8
+    compute), exported first in fp32 with external data (a 1.5B model is 7 GB in fp32, over
+    protobuf's 2 GB), then quantised into one file."""
+    hf = model.extras["hf_model"]
+    if weights == "fp32":
+        try:
+            proto, inputs, outputs = kv_lm_onnx(hf)
+        except (ValueError, RuntimeError) as exc:
+            if sum(p.numel() for p in hf.parameters()) * 4 < 2**31:
+                raise
+            raise InputError(f"{model.spec}: fp32 weights over protobuf's 2 GB limit ({exc.__class__.__name__})",
+                             "export with --weights int4") from None
+        return save_artifact(root, rel, proto, inputs, outputs)
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".float-") as work:
+        fp32 = Path(work) / "float.onnx"
+        inputs, outputs = kv_lm_onnx_file(hf, fp32)
+        quantize_int4_stage(fp32, path, INT4, None)
+    return Artifact(file=rel, sha256=sha256_file(path), size_bytes=path.stat().st_size, inputs=inputs, outputs=outputs)
+
+
+def _verify(draft_art: Artifact, target_art: Artifact, target: SegmentedModel, root: Path,
+            exact_reference: bool = True) -> Verification:
+    """Speculative greedy == target-only ONNX greedy (always), and target-only ONNX greedy ==
+    transformers greedy when the graph keeps the model's weights (``exact_reference``); with
+    4-bit weights that agreement is measured and reported, not required."""
+    eos = eos_ids(target)
+    target_lm = KVSession.open(root / target_art.file, target_art.inputs)
+    draft_lm = KVSession.open(root / draft_art.file, draft_art.inputs)
+    same, agree, agree_hf, total, accepted, proposed = True, 0, 0, 0, 0, 0
+    for prompt in VERIFY_PROMPTS:
+        ids = target.tokenizer(prompt, return_tensors="pt")["input_ids"]
+        reference = greedy_reference(target, ids, VERIFY_TOKENS)
+        alone = decode_alone(target_lm, ids[0].tolist(), VERIFY_TOKENS, eos=eos)
+        target_lm.reset()
+        draft_lm.reset()
+        rounds = speculate(Drafter(draft_lm), LocalVerifier(target_lm), ids[0].tolist(), VERIFY_TOKENS, VERIFY_K, eos)
+        agree += sum(int(a == b) for a, b in zip(rounds.tokens, alone))
+        agree_hf += sum(int(a == b) for a, b in zip(alone, reference))
+        total += max(len(alone), len(rounds.tokens))
+        accepted, proposed = accepted + sum(rounds.accepted), proposed + sum(rounds.proposed)
+        same = same and rounds.tokens == alone and (alone == reference or not exact_reference)
+    reference_text = ("target-only greedy decoding (target.onnx alone, which matches transformers generate)"
+                      if exact_reference else
+                      f"target-only greedy decoding (target.onnx alone; its 4-bit weights agree with transformers' "
+                      f"fp32 generate on {agree_hf / max(1, total):.3f} of the tokens)")
+    return Verification(
+        reference=reference_text,
+        inputs=f"speculative greedy, k={VERIFY_K}, {VERIFY_TOKENS} tokens from {len(VERIFY_PROMPTS)} prompts "
+               f"(draft acceptance {accepted / max(1, proposed):.2f})",
+        count=total, max_abs_diff=0.0, output_scale=0.0, agreement=agree / total, passed=same)
+
+
+def verify_speculative(directory: Path, manifest: Manifest, target: SegmentedModel) -> Verification:
+    """Re-run an export's check (``aiflow split verify``): speculative greedy through both graphs
+    and the target graph alone against transformers' greedy decoding."""
+    pair = manifest.pairs[0]
+    return _verify(pair.device, pair.server, target, Path(directory),
+                   exact_reference=pair.codec.params.get("weights", "fp32") == "fp32")
+
+
+def export_speculative(draft: SegmentedModel, target: SegmentedModel, out_dir: Path, force: bool = False,
+                       progress: Callable[[str, int, int], None] | None = None, weights: str = "fp32") -> Manifest:
+    """Write draft.onnx, target.onnx and the manifest to ``out_dir`` (all or nothing). ``weights``:
+    ``fp32`` keeps the models' weights; ``int4`` makes every MatMul 4-bit (MatMulNBits)."""
+    if weights not in WEIGHTS:
+        raise InputError(f"--weights {weights}: expected one of {', '.join(WEIGHTS)}")
+    check_same_vocabulary(draft, target)
+    with staged_dir(Path(out_dir), force) as tmp:
+        if progress:
+            progress("export draft", 0, 3)
+        draft_art = _export_lm(draft, tmp, f"{SPECULATIVE_DIR}/draft.onnx", weights)
+        if progress:
+            progress("export target", 1, 3)
+        target_art = _export_lm(target, tmp, f"{SPECULATIVE_DIR}/target.onnx", weights)
+        if progress:
+            progress("verify", 2, 3)
+        verification = _verify(draft_art, target_art, target, tmp, exact_reference=weights == "fp32")
+        if not verification.passed:
+            raise VerificationError(f"speculative decoding did not reproduce target-only greedy decoding "
+                                    f"(token agreement {verification.agreement:.3f}); nothing written")
+        ids = TensorDecl(name="input_ids", shape=["batch", "sequence"], dtype="int64")
+        pair = ExportedPair(cut=SPECULATIVE_DIR, cut_index=0, directory=SPECULATIVE_DIR,
+                            codec=CodecInfo(name="token-ids", params={"wire_dtype": "int64", "weights": weights}),
+                            device=draft_art, server=target_art, crossing=[ids], kv_cache=True,
+                            verification=verification)
+        cfg = target.extras["hf_model"].config
+        manifest = Manifest(
+            aiflow_version=__version__, source_model=source_model_of(target), opset=OPSET, pairs=[pair],
+            speculative=SpeculativeInfo(
+                draft_model=SourceModel(**source_model_of(draft).model_dump()),
+                vocab_size=cfg.vocab_size, tokenizer_sha256=tokenizer_sha256(target.tokenizer),
+                max_positions=int(getattr(cfg, "max_position_embeddings", 2048)), eos_ids=sorted(eos_ids(target))))
+        target.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
+        (tmp / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=1) + "\n")
+        if progress:
+            progress("verify", 3, 3)
+    return manifest

@@ -1,0 +1,32 @@
+"""Which v2 model serves each pair of an export: the manifest decides, after its hashes and
+declarations were checked (a mismatch refuses to serve: exit 2). No model source is loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiflow_cli.export.check import check_declarations, check_files
+from aiflow_cli.schemas.manifest import load_manifest
+from aiflow_cli.serve.halves import LMPairModel, PairModel, ServedModel, model_name
+from aiflow_cli.serve.verifier import VerifierModel
+
+__all__ = ["load_served_models"]
+
+
+def load_served_models(directory: Path, threads: int | None = None, max_sessions: int = 64,
+                       idle_seconds: float = 300.0) -> dict[str, ServedModel]:
+    """Every server half of an export: image and encoder pairs, causal-LM pairs (a cache per session)
+    and a speculative-decoding target (verifies drafts; a cache per session)."""
+    directory = Path(directory)
+    manifest = load_manifest(directory)
+    check_declarations(directory, manifest, check_files(directory, manifest))
+    models: dict[str, ServedModel] = {}
+    for pair in manifest.pairs:
+        name = model_name(manifest, pair)
+        if manifest.speculative is not None:
+            models[name] = VerifierModel(directory, name, pair, manifest.speculative, threads, max_sessions, idle_seconds)
+        elif pair.kv_cache:
+            models[name] = LMPairModel(directory, name, pair, threads, max_sessions, idle_seconds)
+        else:
+            models[name] = PairModel(directory, name, pair, threads)
+    return models
