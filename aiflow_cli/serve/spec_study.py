@@ -66,25 +66,27 @@ def _decode_phase(rounds: Rounds) -> tuple[float, int, int]:
 def _probe(device: SpeculativeDevice, client: V2Client, draft: KVSession, prompt: list[int], ks: list[int],
            repeats: int = 5) -> CostProbe:
     """Costs measured on a direct (unshaped) connection."""
-    t0 = time.perf_counter()
-    tokens = decode_alone(draft, prompt, 33)
-    draft_ms = (time.perf_counter() - t0) * 1e3
+    tokens = decode_alone(draft, prompt, 33)  # also warms the session up (its first runs allocate)
     draft.reset()
-    t0 = time.perf_counter()
     draft.feed(prompt)
-    prefill_ms = (time.perf_counter() - t0) * 1e3
-    draft_per_token = (draft_ms - prefill_ms) / (len(tokens) - 1)
+    steps = []
+    for token in tokens[:32]:
+        t0 = time.perf_counter()
+        draft.feed([token])
+        steps.append((time.perf_counter() - t0) * 1e3)
+    draft_per_token = statistics.median(steps)
     verify_ms, stack = {}, []
     for k in sorted(set(ks) | {1}):
         times = []
-        for r in range(repeats):
+        for r in range(-1, repeats):  # r = -1: an untimed warm-up at this shape
             verifier = RemoteVerifier(client, device.model, session=f"probe-{k}-{r}")
             verifier.verify(prompt, [], [], [])  # the prompt, then a round of k drafts on top
             t0 = time.perf_counter()
             verifier.verify(prompt + [tokens[0]], tokens[1:1 + k], [], [])
             total = (time.perf_counter() - t0) * 1e3
-            times.append(verifier.stats.server_ms[-1])
-            stack.append(total - verifier.stats.server_ms[-1])
+            if r >= 0:
+                times.append(verifier.stats.server_ms[-1])
+                stack.append(total - verifier.stats.server_ms[-1])
         verify_ms[k] = statistics.median(times)
     tensors = {"input_ids": np.asarray([[tokens[0], *tokens[1:5]]], dtype=np.int64)}
     params = {"position": len(prompt), "draft_count": 4}
