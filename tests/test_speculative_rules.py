@@ -208,3 +208,14 @@ def test_every_two_token_outcome_is_reachable_in_the_chi_square_table():
     """Guards the test above: with these tables every pair has mass, so the test has 35 degrees of freedom."""
     p = _exact_pairs(_tables()[0], Sampling(temperature=1.0), 0)
     assert all(p[a, b] > 0 for a, b in product(range(VOCAB), repeat=2))
+
+
+def test_auto_k_learns_from_decode_rounds_only_not_from_the_prompts_round():
+    """The first round carries the prompt (a prefill): timing it as a k-draft round would bend the
+    fitted verification cost, so the policy never sees it, and its probes start after it."""
+    target, draft = _tables(3)
+    policy = AutoK(k_max=8)
+    rounds = speculate(Drafter(BigramLM(draft)), LocalVerifier(BigramLM(target)), [0], 30, policy)
+    decode_rounds = [k for k in rounds.proposed[1:] if k > 0]  # a last round may draft nothing
+    assert [k for k, _ in policy.verify] == decode_rounds
+    assert [k for k, _ in policy.verify[:2]] == [2, 8]

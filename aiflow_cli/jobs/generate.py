@@ -77,13 +77,14 @@ def run_generate(directory: Path, server: str, prompts: list[str], settings: Gen
         if manifest.speculative is not None:
             device = SpeculativeDevice(directory, settings.threads)
             tokenizer, draft = device.tokenizer(), device.draft_session()
+            if not 1 <= settings.k_max <= MAX_K:
+                raise InputError(f"--k-max {settings.k_max} is out of range 1..{MAX_K}")
+            auto = AutoK(settings.k_max)  # one policy for all prompts: it keeps learning
             for i, prompt in enumerate(prompts):
                 if progress:
                     progress("prompts", i, len(prompts))
                 ids = tokenizer(prompt)["input_ids"]
-                if not 1 <= settings.k_max <= MAX_K:
-                    raise InputError(f"--k-max {settings.k_max} is out of range 1..{MAX_K}")
-                k = AutoK(settings.k_max) if settings.k == "auto" else int(settings.k)
+                k = auto if settings.k == "auto" else int(settings.k)
                 rounds, stats = device.generate(client, ids, settings.max_new_tokens, k, settings.sampling,
                                                 settings.seed, draft)
                 item = GeneratedText(prompt, tokenizer.decode(rounds.tokens), rounds.tokens, rounds.ms_per_token,

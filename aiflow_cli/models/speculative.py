@@ -276,7 +276,9 @@ class AutoK:
     every round: the accepted drafts are successes, a rejection one failure); the round's time is
     ``k x draft ms per token + verify(k)``, with ``verify(k) = a + b k`` fitted by least squares to
     the measured verification times (a round trip when remote: link delay, transfer and the
-    target's pass). The first two rounds probe k = 2 and k = 8 so the fit has two points.
+    target's pass). It learns from decode rounds only (a generation's first round carries the
+    prompt, whose verification costs a prefill), and its first two observed rounds probe k = 2 and
+    k = 8 so the fit has two points. Keep one policy across generations: it keeps learning.
     """
 
     def __init__(self, k_max: int = 16, probes: tuple[int, ...] = (2, 8)) -> None:
@@ -304,8 +306,8 @@ class AutoK:
         return (k * draft + self.verify_ms(k)) / expected_tokens(self.alpha, k)
 
     def choose(self) -> int:
-        if len(self.history) < len(self.probes):
-            k = self.probes[len(self.history)]
+        if len(self.verify) < len(self.probes):
+            k = self.probes[len(self.verify)]
         else:
             k = min(range(1, self.k_max + 1), key=self.predicted_ms_per_token)
         self.history.append(k)
@@ -343,7 +345,8 @@ def speculate(drafter: Drafter, verifier, prompt: list[int], max_new_tokens: int
         accepted, token = verifier.verify(committed, drafts, supports, probs)
         t2 = time.perf_counter()
         drafter.keep(before, accepted)
-        policy.observe(step, accepted, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        if out.accepted:  # not the first round: it carried the prompt (a prefill, not a decode round)
+            policy.observe(step, accepted, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
         out.accepted.append(accepted)
         out.proposed.append(step)
         out.draft_ms.append((t1 - t0) * 1e3)

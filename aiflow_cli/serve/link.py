@@ -115,8 +115,12 @@ class LinkProxy:
         except OSError:
             client_w.close()
             return
-        await asyncio.gather(self._pipe(client_r, server_w, self.up), self._pipe(server_r, client_w, self.down),
-                             return_exceptions=True)
+        try:
+            await asyncio.gather(self._pipe(client_r, server_w, self.up), self._pipe(server_r, client_w, self.down),
+                                 return_exceptions=True)
+        except asyncio.CancelledError:  # the proxy is stopping: end quietly (asyncio logs a cancelled handler)
+            for w in (client_w, server_w):
+                w.close()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: _Direction) -> None:
         loop = asyncio.get_running_loop()

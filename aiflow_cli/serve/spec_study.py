@@ -174,11 +174,12 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
                 if progress:
                     progress("study", step, total)
                 for k in variants:
+                    auto_policy = AutoK(k_max)  # one policy per link, learning across the prompts
                     ms, toks, rounds_n, kk, req = 0.0, 0, 0, [], []
                     by_category: dict[str, list[int]] = {}
                     chosen: list[int] = []
                     for prompt, p in zip(prompts, ids):
-                        policy = AutoK(k_max) if k == "auto" else int(k)
+                        policy = auto_policy if k == "auto" else int(k)
                         r, stats = device.generate(client, p, new_tokens, policy, draft=draft)
                         m, t, n = _decode_phase(r)
                         ms, toks, rounds_n = ms + m, toks + t, rounds_n + n
