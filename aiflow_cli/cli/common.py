@@ -102,3 +102,18 @@ def show(table: Table) -> None:
         column.overflow = "fold"
         column.no_wrap = False
     console.print(table)
+
+
+def emit(text: str, out: Any | None, as_json: bool, plot: Any | None = None,
+         draw: Callable[[Any], None] | None = None) -> bool:
+    """Write a result's JSON ``text`` to ``out`` (atomically), draw its ``plot``, print the JSON for
+    ``--json``. True when the JSON was printed (the caller renders nothing else)."""
+    from aiflow_cli.atomic import write_text_atomic
+
+    if out is not None:
+        write_text_atomic(out, text + "\n")
+    if plot is not None and draw is not None:
+        draw(plot)
+    if as_json:
+        typer.echo(text)
+    return as_json

@@ -16,6 +16,7 @@ from rich.table import Table
 from aiflow_cli.cli.common import (
     cli_errors,
     console,
+    emit,
     err_console,
     fmt_bytes,
     progress_bar,
@@ -262,7 +263,7 @@ def bench_cmd(
 
     Device and server are pinned to separate cores (one thread each) so that they do not contend.
     """
-    from aiflow_cli.atomic import check_writable, write_text_atomic
+    from aiflow_cli.atomic import check_writable
     from aiflow_cli.serve.bench import parse_bench_link, run_bench
 
     if speculative:
@@ -280,15 +281,9 @@ def bench_cmd(
     with progress_bar(not as_json) as progress:
         report = run_bench(directory, links, requests, warmup, engine, data, progress=progress,
                            device_slowdown=device_slowdown)
-    text = report.model_dump_json(indent=2)
-    if out is not None:
-        write_text_atomic(out, text + "\n")
-    if plot is not None:
-        from aiflow_cli.serve.plot import plot_bench
+    from aiflow_cli.serve.plot import plot_bench
 
-        plot_bench(report, plot)
-    if as_json:
-        typer.echo(text)
+    if emit(report.model_dump_json(indent=2), out, as_json, plot, lambda path: plot_bench(report, path)):
         return
     console.print(f"[bold]{report.export}[/] ({report.engine}); {report.inputs}; {report.pinning}", highlight=False)
     for model, p in report.protocol.items():
@@ -311,7 +306,7 @@ def bench_cmd(
 
 def _speculative(directory: Path, link: list[str], ks_text: str, prompts: int, new_tokens: int, plot: Optional[Path],
                  out: Optional[Path], as_json: bool) -> None:
-    from aiflow_cli.atomic import check_writable, write_text_atomic
+    from aiflow_cli.atomic import check_writable
     from aiflow_cli.serve.bench import parse_bench_link
     from aiflow_cli.serve.spec_study import PREDICTION_LIMIT, run_spec_study
 
@@ -329,15 +324,9 @@ def _speculative(directory: Path, link: list[str], ks_text: str, prompts: int, n
     links = [parse_bench_link(text) for text in link]
     with progress_bar(not as_json) as progress:
         study = run_spec_study(directory, links, ks, prompts, new_tokens, progress=progress)
-    text = study.model_dump_json(indent=2)
-    if out is not None:
-        write_text_atomic(out, text + "\n")
-    if plot is not None:
-        from aiflow_cli.serve.spec_plot import plot_spec_study
+    from aiflow_cli.serve.spec_plot import plot_spec_study
 
-        plot_spec_study(study, plot)
-    if as_json:
-        typer.echo(text)
+    if emit(study.model_dump_json(indent=2), out, as_json, plot, lambda path: plot_spec_study(study, path)):
         return
     console.print(f"[bold]{study.draft} -> {study.target}[/]: {study.prompts} Spec-Bench prompts x {study.new_tokens} "
                   f"tokens; device-only {study.device_only_tpot_ms:.1f} ms/token (agreement with the target "

@@ -24,6 +24,7 @@ from aiflow_cli.errors import InputError, VerificationError
 from aiflow_cli.export.pair import pair_dirname, save_artifact
 from aiflow_cli.export.tensors import dynamic_axes
 from aiflow_cli.models.kv_layers import KVDecoderLayer, KVDevice, KVServer
+from aiflow_cli.models.kv_onnx import Positional
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.onnx_io import OPSET, export_onnx
 from aiflow_cli.schemas.manifest import (
@@ -86,9 +87,9 @@ def _export_one(model: SegmentedModel, cut: str, root: Path) -> ExportedPair:
     srv_out = [logits_decl, *_kv_decls("present", range(n_dev, n_layers), kv_heads, head_dim, "total_sequence")]
 
     sub = pair_dirname(cut)
-    dev_proto = export_onnx(_Positional(device), (ids, *dev_past), [d.name for d in dev_in], [d.name for d in dev_out],
+    dev_proto = export_onnx(Positional(device), (ids, *dev_past), [d.name for d in dev_in], [d.name for d in dev_out],
                             dynamic_axes(dev_in + dev_out))
-    srv_proto = export_onnx(_Positional(server), (hidden, *srv_past), [d.name for d in srv_in],
+    srv_proto = export_onnx(Positional(server), (hidden, *srv_past), [d.name for d in srv_in],
                             [d.name for d in srv_out], dynamic_axes(srv_in + srv_out))
     return ExportedPair.model_construct(  # a draft: validated once its verification is filled in
         cut=cut, cut_index=model.cut_index(cut), directory=sub,
@@ -100,15 +101,6 @@ def _export_one(model: SegmentedModel, cut: str, root: Path) -> ExportedPair:
     )
 
 
-class _Positional(torch.nn.Module):
-    """Let export_onnx pass a tuple example as positional tensors."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return self.module(*x)
 
 
 class LMPairRunner:

@@ -13,7 +13,7 @@ from aiflow_cli.models.kv_layers import kv_causal_lm
 from aiflow_cli.onnx_io import export_onnx, export_onnx_file
 from aiflow_cli.schemas.manifest import TensorDecl
 
-__all__ = ["kv_lm_onnx", "kv_lm_onnx_file", "kv_decls"]
+__all__ = ["kv_lm_onnx", "kv_lm_onnx_file", "kv_decls", "Positional"]
 
 
 def kv_decls(prefix: str, layers: int, kv_heads: int, head_dim: int, length: str) -> list[TensorDecl]:
@@ -21,13 +21,15 @@ def kv_decls(prefix: str, layers: int, kv_heads: int, head_dim: int, length: str
             for i in range(layers) for kind in ("key", "value")]
 
 
-class _Positional(torch.nn.Module):
-    def __init__(self, lm: torch.nn.Module) -> None:
+class Positional(torch.nn.Module):
+    """Let export_onnx pass a tuple example as positional tensors."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
         super().__init__()
-        self.lm = lm
+        self.module = module
 
     def forward(self, x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return self.lm(*x)
+        return self.module(*x)
 
 
 def _interface(hf_model: torch.nn.Module) -> tuple[torch.nn.Module, tuple, list[TensorDecl], list[TensorDecl]]:
@@ -42,7 +44,7 @@ def _interface(hf_model: torch.nn.Module) -> tuple[torch.nn.Module, tuple, list[
     outputs = [TensorDecl(name="logits", shape=[*seq, cfg.vocab_size], dtype="float32"),
                *kv_decls("present", layers, kv_heads, head_dim, "total_sequence")]
     example = (torch.tensor([[1, 2, 3]]), *[torch.zeros(1, kv_heads, 2, head_dim) for _ in range(2 * layers)])
-    return _Positional(lm), example, inputs, outputs
+    return Positional(lm), example, inputs, outputs
 
 
 def _axes(decls: list[TensorDecl]) -> dict[str, dict[int, str]]:
