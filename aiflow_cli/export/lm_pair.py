@@ -26,6 +26,7 @@ from aiflow_cli.export.tensors import dynamic_axes
 from aiflow_cli.models.kv_layers import KVDecoderLayer, KVDevice, KVServer
 from aiflow_cli.models.kv_onnx import Positional
 from aiflow_cli.models.segmented import SegmentedModel
+from aiflow_cli.models.speculative import empty_past
 from aiflow_cli.onnx_io import OPSET, export_onnx
 from aiflow_cli.schemas.manifest import (
     CodecInfo,
@@ -115,7 +116,7 @@ class LMPairRunner:
 
     @staticmethod
     def _empty(decls: list[TensorDecl]) -> dict[str, np.ndarray]:
-        return {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in decls}
+        return empty_past(decls)
 
     def generate(self, input_ids: np.ndarray, max_new_tokens: int, eos: int | set[int] | None = None
                  ) -> tuple[list[int], np.ndarray, int]:

@@ -33,7 +33,7 @@ from aiflow_cli.schemas.manifest import TensorDecl
 
 __all__ = ["Sampling", "GREEDY", "KVSession", "distribution", "sparse_distribution", "q_of", "verify_greedy",
            "verify_sampled", "verify_round", "draft_tokens", "Drafter", "LocalVerifier", "Rounds", "KPolicy", "FixedK", "AutoK",
-           "expected_tokens", "speculate", "decode_alone", "MAX_K"]
+           "expected_tokens", "speculate", "decode_alone", "empty_past", "MAX_K"]
 
 MAX_K = 64
 # The draft's and the target's random draws must be independent (a shared stream would tie the
@@ -139,6 +139,11 @@ def verify_round(target_logits: np.ndarray, drafts: list[int], supports: list[np
     return verify_sampled(target_logits, drafts, supports, probs, sampling, rng)
 
 
+def empty_past(decls: list[TensorDecl]) -> dict[str, np.ndarray]:
+    """An empty KV cache (length 0) for the declared ``past_*`` inputs, batch 1."""
+    return {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in decls}
+
+
 class KVSession:
     """An ONNX causal LM (``input_ids`` + past key/values -> ``logits`` + present) with its own cache.
     Several sessions may share one onnxruntime session (a server: one model, a cache per client)."""
@@ -153,7 +158,7 @@ class KVSession:
         return cls(ort_session(Path(path), threads), inputs)
 
     def reset(self) -> None:
-        self.past = {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in self.past_decls}
+        self.past = empty_past(self.past_decls)
         self.length = 0
 
     def feed(self, ids: list[int]) -> np.ndarray:
@@ -287,7 +292,6 @@ class AutoK:
         self.successes, self.failures = 2.0, 2.0
         self.draft_ms_per_token: list[float] = []
         self.verify: list[tuple[int, float]] = []
-        self.history: list[int] = []
 
     @property
     def alpha(self) -> float:
@@ -310,7 +314,6 @@ class AutoK:
             k = self.probes[len(self.verify)]
         else:
             k = min(range(1, self.k_max + 1), key=self.predicted_ms_per_token)
-        self.history.append(k)
         return k
 
     def observe(self, k: int, accepted: int, draft_ms: float, verify_ms: float) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from aiflow_cli.codecs.base import ActivationCodec
 from aiflow_cli.errors import InputError
+from aiflow_cli.models.speculative import empty_past
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import ExportedPair, Manifest
 from aiflow_cli.serve.device import V2Client
@@ -50,7 +51,7 @@ class LMDevice:
         self.hidden_name = pair.crossing[0].name
 
     def _empty(self) -> dict[str, np.ndarray]:
-        return {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in self.past_decls}
+        return empty_past(self.past_decls)
 
     def _hidden(self, ids: np.ndarray, past: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         outs = self.session.run(None, {"input_ids": ids.astype(np.int64), **past})

@@ -24,6 +24,7 @@ from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
 from aiflow_cli.codecs.registry import codec_from_spec
 from aiflow_cli.errors import InputError
 from aiflow_cli.export.triton import triton_model_name
+from aiflow_cli.models.speculative import empty_past
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import (
     ExportedPair,
@@ -141,7 +142,7 @@ class SessionCache:
         self.lock = threading.Lock()
 
     def empty(self) -> dict[str, np.ndarray]:
-        return {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in self.past_decls}
+        return empty_past(self.past_decls)
 
     def get(self, sid: str, start: bool) -> _Session:
         now = time.monotonic()

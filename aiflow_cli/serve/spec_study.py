@@ -128,7 +128,6 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
     target_here = KVSession.open(directory / device.pair.server.file, device.pair.server.inputs, threads=1)
 
     # device-only and co-located (no link)
-    t0 = time.perf_counter()
     reference = [decode_alone(target_here, p, new_tokens, eos=eos) for p in ids]
     alone = []
     t0 = time.perf_counter()
