@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 
-from aiflow_cli.schemas.figures import Drop, Share
+from aiflow_cli.schemas.figures import Drop, Mean, Share
 
-__all__ = ["Z95", "wilson_interval", "paired_difference_interval", "Share", "share", "Drop", "drop_of"]
+__all__ = ["Z95", "wilson_interval", "paired_difference_interval", "Share", "share", "Drop", "drop_of", "Mean", "clustered_mean"]
 
 Z95 = 1.959963984540054
 BOOTSTRAP_SAMPLES = 2000
@@ -66,3 +66,15 @@ def drop_of(reference_correct: np.ndarray, correct: np.ndarray) -> Drop:
     lo, hi = paired_difference_interval(ref, ours)
     return Drop(points=round(100 * float(ref.mean() - ours.mean()), 4), n=len(ref),
                 ci95=(round(100 * lo, 4), round(100 * hi, 4)))
+
+
+def clustered_mean(sums: np.ndarray | list[float], counts: np.ndarray | list[float], samples: int = BOOTSTRAP_SAMPLES,
+                   seed: int = 0) -> Mean:
+    """sum(sums) / sum(counts) over units (e.g. agreeing tokens and tokens per text window), with a
+    95% bootstrap interval that resamples whole units, so correlation inside a unit is respected."""
+    s, c = np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+    if s.shape != c.shape or s.ndim != 1 or len(s) == 0 or c.sum() <= 0:
+        raise ValueError("a clustered mean needs per-unit sums and positive counts of the same non-zero length")
+    idx = np.random.default_rng(seed).integers(0, len(s), size=(samples, len(s)))
+    lo, hi = np.quantile(s[idx].sum(1) / np.maximum(c[idx].sum(1), 1e-12), [0.025, 0.975])
+    return Mean(value=round(float(s.sum() / c.sum()), 6), n=len(s), ci95=(round(float(lo), 6), round(float(hi), 6)))

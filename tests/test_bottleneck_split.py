@@ -237,13 +237,6 @@ def test_bad_bottleneck_settings_fail_before_any_work(runner, tmp_path, args, me
     assert not out.exists() and not export.exists()
 
 
-def test_a_cut_without_an_image_activation_is_refused(runner, tmp_path):
-    out = tmp_path / "b.json"
-    result = runner.invoke(app, ["split", "zoo:minilm-l6", "--bottleneck", "--cut", "layer0", "--out", str(out)])
-    assert result.exit_code == 2 and "no bottleneck-capable tensor" in result.stderr
-    assert not out.exists()
-
-
 @pytest.mark.parametrize("labels, message", [
     (None, "no labels.csv"),
     ("file,class_index\n", "no train images"),

@@ -10,17 +10,18 @@ from rich.table import Table
 
 from aiflow_cli.cli.common import console, progress_bar, show
 from aiflow_cli.errors import InputError
+from aiflow_cli.schemas.text_bottleneck import TextBottleneckReport
 
 __all__ = ["bottleneck_cmd", "exits_cmd"]
 
 
-def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[list[Path]], auto: bool, max_drop: float,
+def bottleneck_cmd(model: str, cuts: list[str], beta: Optional[str], data: Optional[list[Path]], auto: bool, max_drop: float,
                    exits: list[str], finetune_server: bool, epochs: int, patch: int, jpeg_quality: str, wide: bool,
                    device: Optional[Path],
                    server: Optional[Path], link: list[Path], bandwidth: Optional[str], rtt: Optional[str],
                    profile: Optional[Path], export: Optional[Path], force: bool, plot: Optional[Path],
                    out: Optional[Path], as_json: bool, augment: int = 4, target_bytes: Optional[float] = None,
-                   refine: Optional[int] = None) -> None:
+                   refine: Optional[int] = None, min_fidelity: Optional[float] = None) -> None:
     from aiflow_cli.atomic import check_writable, write_text_atomic
     from aiflow_cli.jobs.bottleneck import bottleneck_split
 
@@ -40,18 +41,19 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: str, data: Optional[list[P
                                    jpeg_qualities=jpeg_quality, device=device, server=server,
                                    link=link, bandwidth=bandwidth, rtt=rtt, host_profile=profile,
                                    export_dir=export, force=force, progress=progress, augment=augment,
-                                   target_bytes=target_bytes, refine=refine)
+                                   target_bytes=target_bytes, refine=refine, min_fidelity=min_fidelity)
     report = outcome.report
     if out is not None:
         write_text_atomic(out, report.model_dump_json(indent=2) + "\n")
+    text = isinstance(report, TextBottleneckReport)
     if plot is not None:
-        from aiflow_cli.split.bottleneck.plot import plot_rate_accuracy
+        from aiflow_cli.split.bottleneck.plot import plot_rate_accuracy, plot_text_rate
 
-        plot_rate_accuracy(report, plot)
+        (plot_text_rate if text else plot_rate_accuracy)(report, plot)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
-    _render(report, wide)
+    (_render_text if text else _render)(report, wide)
     if outcome.manifest is not None:
         pair = outcome.manifest.pairs[0]
         console.print(f"exported {pair.cut} (beta {outcome.exported_beta:g}) to {export}: agreement with "
@@ -164,3 +166,40 @@ def _render(report, wide: bool = False) -> None:  # noqa: ANN001
                        f"{c.bytes_per_input:,.0f}", f"{c.validation_drop:+.1f}",
                        "-" if c.test_drop is None else fmt_drop(c.test_drop), f"{c.expected_latency_ms:.1f}")
         show(ch)
+
+
+def fmt_mean(m) -> str:  # noqa: ANN001 - Mean
+    return f"{m.value:.4f} [{m.ci95[0]:.4f}, {m.ci95[1]:.4f}]"
+
+
+def _render_text(report: TextBottleneckReport, wide: bool = False) -> None:
+    d = report.data
+    unit = "windows" if report.task == "next-token" else "sentences"
+    console.print(f"[bold]{report.model}[/] at {report.cut} (hidden size {report.hidden_size}): fidelity = "
+                  f"{report.fidelity}; test {d.test_inputs} {unit} ({report.test_tokens:,} tokens), choices on "
+                  f"{d.validation_inputs} validation {unit}, trained on {report.train_tokens:,} tokens ({d.rule})",
+                  highlight=False)
+    table = Table(title="bytes per token vs fidelity (test, 95% CI over " + unit + ")", title_style="bold",
+                  caption="val: the validation fidelity the choice is made on")
+    cols = ("codec", "bytes/token", "fidelity", "val", *(("KL nats/token",) if report.task == "next-token" else
+                                                        ("worst cos",)))
+    for col in cols:
+        table.add_column(col, justify="left" if col == "codec" else "right")
+    for p in [*report.points, *report.baselines]:
+        name = f"learned beta {p.beta:g}" if p.codec == "learned" else p.codec
+        extra = p.test.kl if report.task == "next-token" else p.test.worst
+        table.add_row(name, f"{p.bytes_per_token:,.1f}", fmt_mean(p.test.fidelity), f"{p.validation.fidelity.value:.4f}",
+                      "-" if extra is None else f"{extra:.4f}")
+    show(table)
+    op = report.operating_point
+    if op is None:
+        return
+    rule = "fewest bytes whose validation interval stays at or above" if op.meets_min_fidelity_on_validation else \
+        "no beta kept its validation interval at or above; the most faithful was taken for"
+    uniform = ("" if op.uniform_bytes_at_equal_fidelity is None else
+               f"; the uniform quantiser needs {op.uniform_bytes_at_equal_fidelity:,.1f} B/token for the same "
+               f"test fidelity ({op.test_bytes_per_token / op.uniform_bytes_at_equal_fidelity:.2f}x)")
+    console.print(f"operating point (chosen on validation: {rule} {report.min_fidelity:g}): beta {op.beta:g}, "
+                  f"{op.test_bytes_per_token:,.1f} B/token at test fidelity {fmt_mean(op.test_fidelity)}; "
+                  f"{op.ratio_to_int8_zstd:.2f}x int8+zstd ({op.int8_zstd_bytes_per_token:,.1f}), "
+                  f"{op.test_bytes_per_token / op.fp16_bytes_per_token:.2f}x fp16{uniform}", highlight=False)

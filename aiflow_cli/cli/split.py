@@ -77,9 +77,16 @@ def split_cmd(
     top: Annotated[int, typer.Option("--top", help="Rows per link in the ranked table.")] = 8,
     wide: Annotated[bool, typer.Option("--wide", help="Show every column of the tables (needs a wide terminal).")] = False,
     bottleneck: Annotated[bool, typer.Option(
-        "--bottleneck", help="Train a learned, entropy-coded bottleneck at --cut (image classifiers).")] = False,
-    beta: Annotated[str, typer.Option(
-        "--beta", help="With --bottleneck: rate weights to train, comma-separated (larger = fewer bytes).")] = "5e-5,1e-4,1.5e-4",
+        "--bottleneck", help="Train a learned, entropy-coded bottleneck at --cut (image classifiers; causal LMs and "
+                             "sentence encoders per token, on WikiText-2).")] = False,
+    beta: Annotated[Optional[str], typer.Option(
+        "--beta", help="With --bottleneck: rate weights to train, comma-separated (larger = fewer bytes). Default: "
+                       "5e-5,1e-4,1.5e-4 for images, 1e-6,3e-6,6e-6,1e-5 for causal LMs, 3e-6,1e-5,2e-5,4e-5 for "
+                       "sentence encoders.")] = None,
+    min_fidelity: Annotated[Optional[float], typer.Option(
+        "--min-fidelity", help="With --bottleneck on a text model: the fidelity the operating point keeps on "
+                               "validation (next-token agreement for causal LMs, default 0.95; embedding cosine for "
+                               "sentence encoders, default 0.99).")] = None,
     data: Annotated[Optional[list[Path]], typer.Option(
         "--data", help="With --bottleneck / --exit: image folder with labels.csv and images/ (repeatable; default: "
                        "imagenet-sample and imagenet-val under ../shared/data). Split by class: class_index % 5 == 0 "
@@ -128,7 +135,10 @@ def split_cmd(
     With --bottleneck: train a learned bottleneck (task-aware transform, learned density, real
     range coding) at --cut for each --beta on the training split of --data, and print its
     rate-accuracy table against JPEG upload and the non-learned codecs on the evaluation split;
-    --plot draws the rate-accuracy curves, --export writes the pair of the best point.
+    --plot draws the rate-accuracy curves, --export writes the pair of the best point. For a
+    causal LM or a sentence encoder (e.g. zoo:smollm2-135m --cut layer15), the bottleneck codes
+    each token's hidden state and is compared, in bytes per token, with fp16, int8+zstd and a
+    uniform quantiser on WikiText-2.
     """
     from aiflow_cli.atomic import check_writable, write_text_atomic
     from aiflow_cli.jobs.split import run_split
@@ -142,7 +152,7 @@ def split_cmd(
                               jpeg_quality=jpeg_quality, wide=wide, device=device,
                               server=server, link=link or [], bandwidth=bandwidth, rtt=rtt, profile=profile,
                               export=export, force=force, plot=plot, out=out, as_json=as_json, augment=augment,
-                              target_bytes=target_bytes, refine=refine)
+                              target_bytes=target_bytes, refine=refine, min_fidelity=min_fidelity)
     if exit_cut:
         from aiflow_cli.cli.bottleneck import exits_cmd
 

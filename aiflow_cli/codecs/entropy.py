@@ -111,6 +111,8 @@ class EntropyTables:
         n, c, h, w = q.shape
         coder = constriction.stream.queue.RangeEncoder()
         for ch, (off, pmf) in enumerate(zip(self.offsets, self.pmfs)):
+            if len(pmf) == 1:  # a channel with one possible symbol carries no information: nothing to code
+                continue
             symbols = (q[:, ch].reshape(-1) - off).astype(np.int32)
             coder.encode(symbols, constriction.stream.model.Categorical(pmf, perfect=False))
         return struct.pack("<4H", n, c, h, w) + coder.get_compressed().tobytes()
@@ -123,6 +125,9 @@ class EntropyTables:
         decoder = constriction.stream.queue.RangeDecoder(words)
         q = np.empty((n, c, h, w), dtype=np.int32)
         for ch, (off, pmf) in enumerate(zip(self.offsets, self.pmfs)):
+            if len(pmf) == 1:
+                q[:, ch] = off
+                continue
             symbols = decoder.decode(constriction.stream.model.Categorical(pmf, perfect=False), n * h * w)
             q[:, ch] = (np.asarray(symbols) + off).reshape(n, h, w)
         return q

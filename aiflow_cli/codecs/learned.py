@@ -138,11 +138,18 @@ class BottleneckNet(nn.Module):
 
 
 class _Encode(nn.Module):
+    """(N, C, H, W) activation -> int32 symbols; a (B, T, D) sequence is coded token by token
+    (each token a (D, 1, 1) input) and comes out as (B, T, C)."""
+
     def __init__(self, net: BottleneckNet) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            b, t, d = x.shape
+            q = self.net.quantize(self.net.encode(x.reshape(-1, d)[:, :, None, None]))
+            return q.reshape(b, t, self.net.channels).to(torch.int32)
         return self.net.quantize(self.net.encode(x)).to(torch.int32)
 
 
@@ -152,6 +159,10 @@ class _Decode(nn.Module):
         self.net = net
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
+        if q.dim() == 3:
+            b, t, c = q.shape
+            x = self.net.decode(q.reshape(-1, c)[:, :, None, None].to(torch.float32))
+            return x.reshape(b, t, self.net.in_channels)
         return self.net.decode(q.to(torch.float32))
 
 
@@ -198,10 +209,12 @@ class LearnedBottleneckCodec(ActivationCodec):
         return _Decode(self.net)
 
     def pack(self, wire: np.ndarray) -> EncodedTensor:
-        return EncodedTensor(self.tables.encode(wire), tuple(wire.shape), "int32")
+        """One message; token symbols (B, T, C) travel as B*T inputs of shape (C, 1, 1)."""
+        coded = wire if wire.ndim == 4 else wire.reshape(-1, wire.shape[-1], 1, 1)
+        return EncodedTensor(self.tables.encode(coded), tuple(wire.shape), "int32")
 
     def unpack(self, enc: EncodedTensor) -> np.ndarray:
-        return self.tables.decode(enc.data)
+        return self.tables.decode(enc.data).reshape(enc.shape)
 
     def estimated_bytes(self, x: torch.Tensor) -> float:
         """-log2 p(q) / 8 under the coded tables (the rate the range coder should reach)."""

@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from aiflow_cli.codecs.learned import LearnedBottleneckCodec
 from aiflow_cli.errors import InputError
 from aiflow_cli.schemas.bottleneck import BottleneckReport, DataSplit
 from aiflow_cli.schemas.manifest import Manifest, PairCost
+from aiflow_cli.schemas.text_bottleneck import TextBottleneckReport
 from aiflow_cli.split.bottleneck.api import (
+    check_betas,
     check_bottleneck_settings,
     check_max_drop,
     parse_betas,
@@ -17,29 +20,67 @@ from aiflow_cli.split.bottleneck.api import (
     run_bottleneck,
 )
 from aiflow_cli.split.bottleneck.baselines import JPEG_QUALITIES
+from aiflow_cli.split.bottleneck.text import (
+    TEXT_TASKS,
+    default_min_fidelity,
+    default_text_betas,
+    run_text_bottleneck,
+)
 from aiflow_cli.split.bottleneck.train import TrainSettings
 
-__all__ = ["BottleneckOutcome", "bottleneck_split", "exits_only"]
+__all__ = ["BottleneckOutcome", "bottleneck_split", "exits_only", "IMAGE_BETAS"]
+
+IMAGE_BETAS = "5e-5,1e-4,1.5e-4"
 
 
 @dataclass
 class BottleneckOutcome:
-    report: BottleneckReport
+    report: BottleneckReport | TextBottleneckReport
     manifest: Manifest | None = None
     exported_beta: float | None = None
 
 
-def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | list[Path] | None, max_drop: float = 1.0,
+def bottleneck_split(spec: str, cuts: list[str], beta: str | None, data: Path | list[Path] | None, max_drop: float = 1.0,
                      exits: list[str] | None = None, finetune_server: bool = False, epochs: int = 4, patch: int = 1,
                      jpeg_qualities: str | tuple[int, ...] = JPEG_QUALITIES, device: Path | None = None, server: Path | None = None, link: list[Path] | None = None,
                      bandwidth: str | None = None, rtt: str | None = None, host_profile: Path | None = None,
                      export_dir: Path | None = None, force: bool = False,
                      progress: Callable[[str, int, int], None] | None = None, augment: int = 4,
-                     target_bytes: float | None = None, refine: int | None = None) -> BottleneckOutcome:
+                     target_bytes: float | None = None, refine: int | None = None,
+                     min_fidelity: float | None = None) -> BottleneckOutcome:
+    """Image classifiers: the full study (baselines, exits, links, export). Causal LMs and sentence
+    encoders: the per-token study of :func:`text_bottleneck` (``beta`` None: each kind's defaults)."""
     from aiflow_cli.models import load_model
     from aiflow_cli.split.links import resolve_links
 
-    betas = parse_betas(beta)
+    model = load_model(spec)
+    if model.task in TEXT_TASKS:
+        if device is not None or link or bandwidth or exits or target_bytes is not None:
+            raise InputError(f"{model.name}: a text bottleneck is measured (and, for a causal LM, exported) only: no "
+                             "--device/--link, --exit or --target-bytes yet", "drop those options; --min-fidelity "
+                             "sets the bar")
+        if export_dir is not None and model.task != "causal-lm":
+            raise InputError(f"{model.name}: --export of a text bottleneck is available for causal LMs only",
+                             "measure without --export, or use zoo:smollm2-135m")
+        if len(cuts) != 1:
+            raise InputError(f"a text bottleneck trains at one cut, got {len(cuts)}", "pass one --cut, e.g. --cut layer15")
+        if export_dir is not None:
+            from aiflow_cli.staging import check_output_dir
+
+            check_output_dir(export_dir, force)
+        report, codecs = text_bottleneck(model, cuts[0], beta, min_fidelity, progress)
+        outcome = BottleneckOutcome(report=report)
+        if export_dir is not None and report.operating_point is not None:
+            from aiflow_cli.export.lm_pair import export_lm_split
+
+            beta_chosen = report.operating_point.beta
+            outcome.manifest = export_lm_split(model, [cuts[0]], export_dir, force=force, progress=progress,
+                                               codecs={cuts[0]: codecs[beta_chosen]})
+            outcome.exported_beta = beta_chosen
+        return outcome
+    if min_fidelity is not None:
+        raise InputError("--min-fidelity is for text models", "for image classifiers use --max-drop")
+    betas = parse_betas(beta or IMAGE_BETAS)
     qualities = parse_jpeg_qualities(jpeg_qualities)
     if (device is None) != (server is None):
         raise InputError("--device and --server go together", "pass both, or neither")
@@ -53,7 +94,6 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | list[Pa
         if finetune_server:
             raise InputError("--export with --finetune-server is not available yet",
                              "export without --finetune-server (the server half stays frozen)")
-    model = load_model(spec)
     check_bottleneck_settings(model, cuts, betas, max_drop, data)
     if augment < 0:
         raise InputError(f"--augment must be 0 or more, got {augment}", "for example --augment 4 (0: no augmented views)")
@@ -108,6 +148,18 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str, data: Path | list[Pa
                                         progress=progress, exits={pick[0]: heads}, costs=costs, predicted=predicted)
         outcome.exported_beta = pick[1]
     return outcome
+
+
+def text_bottleneck(model, cut: str, beta: str | None, min_fidelity: float | None,  # noqa: ANN001 - SegmentedModel
+                    progress: Callable[[str, int, int], None] | None = None
+                    ) -> tuple[TextBottleneckReport, dict[float, LearnedBottleneckCodec]]:
+    """Train and measure per token at ``cut``; returns the report and the codec trained per beta."""
+    betas = parse_betas(beta) if beta else list(default_text_betas(model))
+    check_betas(betas)
+    floor = default_min_fidelity(model) if min_fidelity is None else min_fidelity
+    if not (0 < floor <= 1):
+        raise InputError(f"--min-fidelity must be in (0, 1], got {floor:g}", "for example --min-fidelity 0.95")
+    return run_text_bottleneck(model, cut, betas, floor, progress=progress)
 
 
 def exits_only(spec: str, exits: list[str], max_drop: float = 1.0, data: Path | list[Path] | None = None,

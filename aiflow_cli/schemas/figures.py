@@ -7,7 +7,7 @@ from pydantic import Field
 
 from aiflow_cli.schemas.base import Strict
 
-__all__ = ["Share", "Drop"]
+__all__ = ["Share", "Drop", "Mean"]
 
 
 class Share(Strict):
@@ -29,3 +29,13 @@ class Drop(Strict):
     def supports_within(self, limit: float) -> bool:
         """Whether the interval (not only the estimate) keeps the drop within ``limit`` points."""
         return self.ci95[1] <= limit + 1e-9
+
+
+class Mean(Strict):
+    """A mean over ``n`` independent units (sentences, text windows) of a per-unit figure such as
+    embedding cosine or next-token agreement, with a 95% bootstrap interval over those units
+    (tokens of one window are not independent, so windows are resampled, not tokens)."""
+
+    value: float
+    n: int
+    ci95: tuple[float, float]

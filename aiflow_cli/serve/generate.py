@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aiflow_cli.codecs.base import ActivationCodec
+from aiflow_cli.codecs.base import CodecSpec
+from aiflow_cli.codecs.registry import codec_from_spec
 from aiflow_cli.errors import InputError
 from aiflow_cli.models.speculative import empty_past
 from aiflow_cli.ort import ort_session
@@ -47,7 +48,7 @@ class LMDevice:
         self.pair, self.model = pair, model_name(manifest, pair)
         self.session = ort_session(Path(root) / pair.device.file, threads)
         self.past_decls = pair.device.inputs[1:]
-        self.codec = ActivationCodec()
+        self.codec = codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))  # fp32, or a per-token bottleneck
         self.hidden_name = pair.crossing[0].name
 
     def _empty(self) -> dict[str, np.ndarray]:

@@ -211,7 +211,7 @@ class LMPairModel(ServedModel):
         super().__init__(name, pair, [{"name": hidden.name, "datatype": "UINT8", "shape": [-1]}],
                          [{"name": "next_token", "datatype": "INT64", "shape": [1, 1]}])
         self.session = ort_session(Path(root) / pair.server.file, threads)
-        self.codec = ActivationCodec()
+        self.codec = codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))  # fp32, or a per-token bottleneck
         self.past_decls = pair.server.inputs[1:]
         self.cache = SessionCache(self.past_decls, max_sessions, idle_seconds)
 

@@ -62,7 +62,7 @@ from aiflow_cli.split.bottleneck.train import (
 from aiflow_cli.split.cost import Link, SideCost
 from aiflow_cli.stats import drop_of, share
 
-__all__ = ["BottleneckRun", "run_bottleneck", "check_bottleneck_settings", "parse_betas", "interpolate_bytes_at",
+__all__ = ["BottleneckRun", "run_bottleneck", "check_betas", "check_bottleneck_settings", "parse_betas", "interpolate_bytes_at",
            "exit_points", "choose_operating_point", "check_max_drop", "parse_jpeg_qualities", "next_beta"]
 
 Progress = Callable[[str, int, int], None]
@@ -82,15 +82,19 @@ def check_max_drop(max_drop: float) -> None:
                          "for example --max-drop 1.0")
 
 
-def check_bottleneck_settings(model: SegmentedModel, cuts: list[str], betas: list[float], max_drop: float,
-                              data: Path | list[Path] | None) -> list[Path]:
-    """Every check that can fail before minutes of work: one clear error each."""
+def check_betas(betas: list[float]) -> None:
     if not betas:
         raise InputError("--beta needs at least one value", "for example --beta 3e-5,1e-4,3e-4")
     for b in betas:
         if not (math.isfinite(b) and b > 0):
             raise InputError(f"--beta must be a finite number greater than 0, got {b:g}",
                              "for example --beta 3e-5,1e-4,3e-4")
+
+
+def check_bottleneck_settings(model: SegmentedModel, cuts: list[str], betas: list[float], max_drop: float,
+                              data: Path | list[Path] | None) -> list[Path]:
+    """Every check that can fail before minutes of work: one clear error each."""
+    check_betas(betas)
     check_max_drop(max_drop)
     if not cuts:
         raise InputError("--bottleneck needs a cut", "name one with --cut C (repeat --cut to compare cuts)")

@@ -28,7 +28,7 @@ from aiflow_cli.split.bottleneck.features import CutFeatures, SplitFeatures
 from aiflow_cli.split.bottleneck.scoring import score_logits
 
 __all__ = ["Baseline", "jpeg_baselines", "jpeg_roundtrip", "activation_baselines", "uniform_baselines",
-           "UNIFORM_STEPS", "JPEG_QUALITIES"]
+           "UniformQuantizer", "UNIFORM_STEPS", "JPEG_QUALITIES"]
 
 JPEG_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 UNIFORM_STEPS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -88,28 +88,51 @@ def activation_baselines(server: nn.Module, feats: CutFeatures, names: tuple[str
     return out
 
 
-@torch.no_grad()
-def uniform_baselines(server: nn.Module, feats: CutFeatures, steps: tuple[float, ...] = UNIFORM_STEPS) -> list[Baseline]:
-    train = feats.train.x
-    mean = train.mean((0, 2, 3), keepdim=True)
-    std = train.std((0, 2, 3), keepdim=True).clamp_min(1e-6)
-    out = []
-    for step in steps:
-        q_train = torch.round((train - mean) / (std * step)).int()
+class UniformQuantizer:
+    """The non-learned codec the learned one must beat: standardise each channel with training
+    statistics, round with ``step`` standard deviations, range-code with per-channel histograms of
+    the training symbols (Laplace-smoothed). Works on (N, C, H, W); text callers pass each token as
+    a (C, 1, 1) "image". ``robust`` scales by the median absolute deviation instead of the standard
+    deviation: in a language model's residual stream a few tokens carry activations hundreds of
+    times the rest, which would make every step coarse for ordinary tokens."""
+
+    def __init__(self, train: torch.Tensor, step: float, robust: bool = False) -> None:
+        self.step = step
+        if robust:  # median and 1.4826 x median absolute deviation: a few huge outliers don't set the step
+            flat = train.transpose(0, 1).reshape(train.shape[1], -1)
+            self.mean = flat.median(1).values.view(1, -1, 1, 1)
+            mad = (flat - self.mean.view(-1, 1)).abs().median(1).values
+            floor = 0.01 * flat.std(1)  # a channel that is mostly constant still gets a usable step
+            self.std = torch.maximum(1.4826 * mad, floor).clamp_min(1e-6).view(1, -1, 1, 1)
+        else:
+            self.mean = train.mean((0, 2, 3), keepdim=True)
+            self.std = train.std((0, 2, 3), keepdim=True).clamp_min(1e-6)
+        q_train = torch.round((train - self.mean) / (self.std * step)).int()
         lo, hi = q_train.amin((0, 2, 3)), q_train.amax((0, 2, 3))
         pmfs = []
         for c in range(q_train.shape[1]):
             counts = torch.bincount((q_train[:, c] - lo[c]).reshape(-1), minlength=int(hi[c] - lo[c] + 1)).double()
             pmfs.append(((counts + 1) / (counts.sum() + len(counts))).numpy())  # Laplace smoothing
-        tables = EntropyTables([int(v) for v in lo], pmfs)
-        lo4, hi4 = lo.view(1, -1, 1, 1), hi.view(1, -1, 1, 1)
+        self.tables = EntropyTables([int(v) for v in lo], pmfs)
+        self.lo, self.hi = lo.view(1, -1, 1, 1), hi.view(1, -1, 1, 1)
+
+    @torch.no_grad()
+    def roundtrip(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(reconstruction, range-coded bytes) of one message."""
+        q = torch.maximum(torch.minimum(torch.round((x - self.mean) / (self.std * self.step)).int(), self.hi), self.lo)
+        data = self.tables.encode(q.numpy())
+        return torch.from_numpy(self.tables.decode(data)).float() * self.std * self.step + self.mean, len(data)
+
+
+@torch.no_grad()
+def uniform_baselines(server: nn.Module, feats: CutFeatures, steps: tuple[float, ...] = UNIFORM_STEPS) -> list[Baseline]:
+    out = []
+    for step in steps:
+        quantizer = UniformQuantizer(feats.train.x, step)
         sizes, logits = [], []
         for i in range(len(feats.test)):
-            x = feats.test.x[i:i + 1]
-            q = torch.maximum(torch.minimum(torch.round((x - mean) / (std * step)).int(), hi4), lo4)
-            data = tables.encode(q.numpy())
-            sizes.append(len(data))
-            back = torch.from_numpy(tables.decode(data)).float() * std * step + mean
+            back, nbytes = quantizer.roundtrip(feats.test.x[i:i + 1])
+            sizes.append(nbytes)
             logits.append(server(back))
         out.append(Baseline(f"uniform-q{step:g}@{feats.cut}", float(np.mean(sizes)),
                             score_logits(torch.cat(logits), feats.test)))

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from aiflow_cli.atomic import write_bytes_atomic
 from aiflow_cli.schemas.bottleneck import BottleneckReport
+from aiflow_cli.schemas.text_bottleneck import TextBottleneckReport
 
-__all__ = ["plot_rate_accuracy"]
+__all__ = ["plot_rate_accuracy", "plot_text_rate"]
 
 
 def plot_rate_accuracy(report: BottleneckReport, path: Path) -> None:
@@ -48,6 +49,40 @@ def plot_rate_accuracy(report: BottleneckReport, path: Path) -> None:
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{report.model}: rate vs accuracy on {report.data.test_inputs} test images "
                  f"(choices made on {report.data.validation_inputs} validation images)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def plot_text_rate(report: TextBottleneckReport, path: Path) -> None:
+    """Test fidelity against bytes per token: the learned curve (95% intervals), the uniform
+    quantiser's curve, fp16 and int8+zstd as points, the fidelity floor as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    families: dict[str, list] = {}
+    for p in [*report.points, *report.baselines]:
+        families.setdefault(re.sub(r"-q[\d.]+", "", p.codec), []).append(p)
+    for family, pts in families.items():
+        pts = sorted(pts, key=lambda p: p.bytes_per_token)
+        values = [p.test.fidelity for p in pts]
+        err = [[v.value - v.ci95[0] for v in values], [v.ci95[1] - v.value for v in values]]
+        learned = family == "learned"
+        ax.errorbar([p.bytes_per_token for p in pts], [v.value for v in values], yerr=err,
+                    fmt=("s-" if learned else ".-") if len(pts) > 1 else "o", lw=2.5 if learned else 1, capsize=3,
+                    label=f"learned@{report.cut}" if learned else family)
+    ax.axhline(report.min_fidelity, color="r", ls=":", lw=1, label=f"floor {report.min_fidelity:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per token (coded)")
+    ax.set_ylabel("next-token agreement (test)" if report.task == "next-token" else "embedding cosine (test)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"{report.model} at {report.cut}: {report.test_tokens:,} test tokens", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
