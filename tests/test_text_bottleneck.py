@@ -8,6 +8,9 @@ import torch
 
 from aiflow_cli.cli.main import app
 from aiflow_cli.export.lm_pair import LMPairRunner, export_lm_split
+from aiflow_cli.serve.generate import LMDevice
+from aiflow_cli.serve.halves import LMPairModel
+from aiflow_cli.serve.wire import frame
 from aiflow_cli.schemas.figures import Mean
 from aiflow_cli.schemas.text_bottleneck import TextRatePoint, TextScores
 from aiflow_cli.split.bottleneck.baselines import UniformQuantizer
@@ -56,6 +59,19 @@ def test_smollm2_layer15_bottleneck_keeps_agreement_at_under_half_the_int8_zstd_
     assert len(tokens) == 8 and sent < 0.5 * 576 * (ids.shape[1] + 7)  # under half of int8 for every token sent
     result = runner.invoke(app, ["split", "verify", str(export)])
     assert result.exit_code == 0, result.output
+
+    # served: the device frames its range-coded symbols, the server's session decodes them and answers
+    # the same greedy tokens as the offline pair
+    device, server = LMDevice(export, manifest, pair), LMPairModel(export, "coded", pair)
+    past, step, served, position = device._empty(), ids, [], 0
+    for i in range(8):
+        symbols, past = device._hidden(step, past)
+        data = np.frombuffer(frame(device.codec.pack(np.ascontiguousarray(symbols))), dtype=np.uint8)
+        out, params = server.infer({"symbols": data}, {"sequence_id": "s", "sequence_start": i == 0,
+                                                       "position": position})
+        position, step = params["position"], out["next_token"]
+        served.append(int(step[0, 0]))
+    assert served == tokens
 
 
 def _point(val: Mean, test_bytes: float, beta: float) -> TextRatePoint:
