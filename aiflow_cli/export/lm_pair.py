@@ -22,6 +22,7 @@ from torch import nn
 
 from aiflow_cli import __version__
 from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
+from aiflow_cli.codecs.entropy import EntropyTables
 from aiflow_cli.codecs.learned import LearnedBottleneckCodec
 from aiflow_cli.codecs.registry import codec_from_spec
 from aiflow_cli.errors import InputError, VerificationError
@@ -243,8 +244,8 @@ def verify_lm_pair(model: SegmentedModel, root: Path, pair: ExportedPair) -> Ver
 
 
 def _verify_coded_lm_pair(model: SegmentedModel, root: Path, pair: ExportedPair) -> Verification:
-    codec = LearnedBottleneckCodec.from_params(pair.codec.params)
-    codec.net = LearnedBottleneckCodec.load_net(pair.codec.params, Path(root) / pair.directory)
+    net = LearnedBottleneckCodec.load_net(pair.codec.params, Path(root) / pair.directory)
+    codec = LearnedBottleneckCodec(net, EntropyTables.from_params(pair.codec.params))  # the manifest's tables
     device, server = _halves(model, pair.cut, codec)
     graph = _TrainingGraphRunner(pair, device, server, codec)
     runner = LMPairRunner(root, pair)
