@@ -8,6 +8,7 @@ from typing import Callable
 
 from aiflow_cli.codecs.learned import LearnedBottleneckCodec
 from aiflow_cli.errors import InputError
+from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.schemas.bottleneck import BottleneckReport, DataSplit
 from aiflow_cli.schemas.manifest import Manifest, PairCost
 from aiflow_cli.schemas.text_bottleneck import TextBottleneckReport
@@ -150,7 +151,7 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str | None, data: Path | 
     return outcome
 
 
-def text_bottleneck(model, cut: str, beta: str | None, min_fidelity: float | None,  # noqa: ANN001 - SegmentedModel
+def text_bottleneck(model: SegmentedModel, cut: str, beta: str | None, min_fidelity: float | None,
                     progress: Callable[[str, int, int], None] | None = None
                     ) -> tuple[TextBottleneckReport, dict[float, LearnedBottleneckCodec]]:
     """Train and measure per token at ``cut``; returns the report and the codec trained per beta."""

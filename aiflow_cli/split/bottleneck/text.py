@@ -242,10 +242,10 @@ def _measure(data: TextData, part: TextPart, roundtrip: Roundtrip) -> tuple[Text
         nbytes += size
         out = data.server(back, mask)
         if data.task == "next-token":
-            logp = F.log_softmax(out[0], -1)
+            logp, ref = F.log_softmax(out[0], -1), ref.float()
             sums.append(float((logp.argmax(-1) == ref.argmax(-1)).sum()))
             counts.append(h.shape[1])
-            kls.append(float((ref.float().exp() * (ref.float() - logp)).sum()))
+            kls.append(float((ref.exp() * (ref - logp)).sum()))
         else:
             sums.append(float(F.cosine_similarity(out, ref).mean()))
             counts.append(1)
