@@ -47,6 +47,12 @@ WHOLE_SPREAD_LIMIT = 1.5  # the whole model's p90 / median
 DRIFT_LIMIT = 1.5  # largest / smallest whole-model median over the alternating rounds
 SUM_OVER_WHOLE_RANGE = (0.75, 1.6)  # onnxruntime segments sum to ~1.3x the whole (per-call overhead)
 UNSTABLE_SEGMENT_SHARE = 0.25
+# This process's CPU time over the wall time of the timed runs: at least one busy core whenever it
+# computes, so well under 1 means other processes held the cores. EfficientNet-Lite0 on this VM:
+# quiet 0.999 (1 thread) / 1.985 (2 threads) / 1.695 (onnxruntime); beside 2 spinning processes
+# 0.605 (1 thread), beside 6 0.277 (1 thread) / 0.492 (2 threads). Timing spreads alone miss a
+# machine that is evenly, steadily oversubscribed (1 thread beside 1 spinner: 0.994, and stable).
+ON_CPU_LIMIT = 0.7
 ABSOLUTE_FLOOR_MS = 0.05  # below this, a spread is timer noise, not contention
 STABILITY_ADVICE = "re-run on a quiet machine, with --threads 1 and more --repeats"
 
@@ -59,9 +65,16 @@ def latency_of(seconds: list[float], spread_limit: float = SEGMENT_SPREAD_LIMIT)
     return Latency(median=round(median, 4), p90=round(p90, 4), stable=stable)
 
 
-def assess_stability(whole: Latency, segments: list[Latency], round_medians: list[float]) -> Stability:
-    """Flag timings that a busy machine has spoiled, with one warning line per symptom."""
+def assess_stability(whole: Latency, segments: list[Latency], round_medians: list[float],
+                     on_cpu_share: float | None = None) -> Stability:
+    """Flag timings that a busy machine has spoiled, with one warning line per symptom.
+
+    ``on_cpu_share`` is this process's CPU time over the timed wall time (None on a GPU, where the
+    host thread waits by design)."""
     warnings = []
+    if on_cpu_share is not None and on_cpu_share < ON_CPU_LIMIT:
+        warnings.append(f"this process was on a core for only {on_cpu_share:.0%} of the timed runs "
+                        f"(limit {ON_CPU_LIMIT:.0%}): other processes held the cores")
     spread = whole.p90 / whole.median if whole.median else 1.0
     if not whole.stable:
         warnings.append(f"whole-model p90 is {spread:.1f}x its median (limit {WHOLE_SPREAD_LIMIT:g}x)")
@@ -77,7 +90,8 @@ def assess_stability(whole: Latency, segments: list[Latency], round_medians: lis
     if unstable > UNSTABLE_SEGMENT_SHARE * len(segments):
         warnings.append(f"{unstable} of {len(segments)} segments have p90 above {SEGMENT_SPREAD_LIMIT:g}x their median")
     return Stability(stable=not warnings, whole_p90_over_median=round(spread, 3), round_drift=round(drift, 3),
-                     sum_over_whole=round(ratio, 3), unstable_segments=unstable, warnings=warnings)
+                     sum_over_whole=round(ratio, 3), unstable_segments=unstable,
+                     on_cpu_share=None if on_cpu_share is None else round(on_cpu_share, 3), warnings=warnings)
 
 
 def call_overhead_ms(segment_medians: list[float], whole_median: float) -> float:
@@ -140,18 +154,20 @@ def _jpeg_of_tensor(images: torch.Tensor) -> int:
 
 def _time_chain(segments: list[Segment], whole: torch.nn.Module, x: Any, repeats: int, warmup: int,
                 reset: Callable[[], None], progress: Progress | None, label: str
-                ) -> tuple[list[list[float]], list[float], list[float]]:
+                ) -> tuple[list[list[float]], list[float], list[float], float]:
     """Per-segment times over the chain and times of the unsplit model, taken in alternating rounds.
 
     Each round times a few chain runs, then a few whole-model runs, each block after one untimed run
     of its own. Blocks keep the whole model's weights warm when segments hold their own copies of the
     weights (onnxruntime); alternating rounds spread a noisy neighbour or a clock change over both
     sides instead of letting it land on one, so the sum of segment medians and the whole-model median
-    can be compared on a shared machine. Also returns the whole model's median per round (drift).
+    can be compared on a shared machine. Also returns the whole model's median per round (drift)
+    and this process's CPU time over the wall time of all timed runs (contention).
     """
     seg_times: list[list[float]] = [[] for _ in segments]
     whole_times: list[float] = []
     round_medians: list[float] = []
+    cpu_and_wall = [0.0, 0.0]
     rounds = _round_sizes(repeats)
     total = 2 * (warmup + repeats + len(rounds))
     done = 0
@@ -165,19 +181,25 @@ def _time_chain(segments: list[Segment], whole: torch.nn.Module, x: Any, repeats
     def run_chain(timed: bool) -> None:
         reset()
         h = x
+        c0, w0 = time.process_time(), time.perf_counter()
         for i, seg in enumerate(segments):
             t0 = time.perf_counter()
             h = seg.module(h)
             if timed:
                 seg_times[i].append(time.perf_counter() - t0)
+        if timed:
+            cpu_and_wall[0] += time.process_time() - c0
+            cpu_and_wall[1] += time.perf_counter() - w0
         tick()
 
     def run_whole(timed: bool) -> None:
         reset()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         whole(x)
         if timed:
             whole_times.append(time.perf_counter() - t0)
+            cpu_and_wall[0] += time.process_time() - c0
+            cpu_and_wall[1] += whole_times[-1]
         tick()
 
     with torch.no_grad():
@@ -193,7 +215,8 @@ def _time_chain(segments: list[Segment], whole: torch.nn.Module, x: Any, repeats
             for _ in range(size):
                 run_whole(True)
             round_medians.append(statistics.median(whole_times[-size:]) * 1e3)
-    return seg_times, whole_times, round_medians
+    cpu, wall = cpu_and_wall
+    return seg_times, whole_times, round_medians, cpu / wall if wall > 0 else 1.0
 
 
 def _round_sizes(repeats: int, max_rounds: int = 5) -> list[int]:
@@ -327,7 +350,7 @@ def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: st
     timed_x = x
     if on == "cuda":  # counted on the CPU above; timed on the GPU
         segments, whole, timed_x = on_cuda(model, x, graph=runtime == "cuda-graph")
-    seg_times, whole_times, round_medians = _time_chain(segments, whole, timed_x, repeats, warmup, fresh_cache,
+    seg_times, whole_times, round_medians, on_cpu = _time_chain(segments, whole, timed_x, repeats, warmup, fresh_cache,
                                                         progress, "prefill" if is_lm else "timing")
     decode_times: list[list[float]] | None = None
     decode_whole: list[float] | None = None
@@ -342,7 +365,7 @@ def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: st
             state.cache.crop(prefill_len)
 
         decode_macs = [c.macs for c in _static_counts(segments, next_ids, back_to_prompt)]
-        decode_times, decode_whole, _ = _time_chain(segments, whole, next_ids, repeats, warmup, back_to_prompt,
+        decode_times, decode_whole, _, _ = _time_chain(segments, whole, next_ids, repeats, warmup, back_to_prompt,
                                                  progress, "decode")
         state.clear()
 
@@ -375,6 +398,7 @@ def _profile(model: SegmentedModel, batch: int, seq_len: int | None, runtime: st
             call_overhead_ms=call_overhead_ms(medians, whole_latency.median),
         ),
         decode=DecodeProfile(prefill_tokens=seq, decode_cache_tokens=seq) if is_lm else None,
-        stability=assess_stability(whole_latency, [s.latency_ms for s in seg_profiles], round_medians),
+        stability=assess_stability(whole_latency, [s.latency_ms for s in seg_profiles], round_medians,
+                                   None if on == "cuda" else on_cpu),
         inputs=model.describe_input(),
     )

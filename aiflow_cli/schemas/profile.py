@@ -33,9 +33,10 @@ class Latency(Strict):
 class Stability(Strict):
     """Whether the timings can be trusted, and why not.
 
-    A busy machine shows itself three ways: a tail far above the median (p90 / median), medians
-    that drift between the alternating rounds, and a sum of segment medians far from the
-    whole-model median taken in the same rounds.
+    A busy machine shows itself four ways: this process off the cores for much of the timed wall
+    time (read from its own CPU time), and, from the timings alone, a tail far above the median
+    (p90 / median), medians that drift between the alternating rounds, and a sum of segment
+    medians far from the whole-model median taken in the same rounds.
     """
 
     stable: bool
@@ -43,6 +44,8 @@ class Stability(Strict):
     round_drift: float = Field(description="largest / smallest whole-model median over the rounds")
     sum_over_whole: float = Field(description="sum of segment medians / whole-model median")
     unstable_segments: int
+    on_cpu_share: float | None = Field(None, description="this process's CPU time / wall time over the timed "
+                                       "runs (CPU only); well under 1 means other processes held the cores")
     warnings: list[str] = Field(default_factory=list)
 
 
