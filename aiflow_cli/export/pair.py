@@ -24,10 +24,11 @@ from aiflow_cli.errors import InputError
 from aiflow_cli.export.tensors import boundary_names, declare, dynamic_axes
 from aiflow_cli.hashing import sha256_file
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.onnx_io import OPSET, export_onnx
+from aiflow_cli.onnx_io import OPSET, export_onnx, exporter_of
 from aiflow_cli.schemas.manifest import Artifact, TensorDecl
 
-__all__ = ["exit_output_name", "DeviceHalf", "ServerHalf", "ExportedFiles", "export_pair", "pair_dirname", "save_artifact"]
+__all__ = ["exit_output_name", "DeviceHalf", "ServerHalf", "ExportedFiles", "export_pair", "pair_dirname", "save_artifact",
+           "artifact_of"]
 
 
 def _on_first(value: Any, fn: nn.Module) -> Any:
@@ -82,7 +83,15 @@ def save_artifact(root: Path, rel: str, proto: onnx.ModelProto, inputs: list[Ten
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
-    return Artifact(file=rel, sha256=sha256_file(path), size_bytes=path.stat().st_size, inputs=inputs, outputs=outputs)
+    return artifact_of(root, rel, inputs, outputs)
+
+
+def artifact_of(root: Path, rel: str, inputs: list[TensorDecl], outputs: list[TensorDecl]) -> Artifact:
+    """The manifest entry of a written graph: its hash, size, declarations and exporter."""
+    path = root / rel
+    exporter = exporter_of(onnx.load(str(path), load_external_data=False))
+    return Artifact(file=rel, sha256=sha256_file(path), size_bytes=path.stat().st_size, inputs=inputs,
+                    outputs=outputs, exporter=exporter)
 
 
 def _onnx_decls(proto: onnx.ModelProto, names: list[str]) -> list[TensorDecl]:

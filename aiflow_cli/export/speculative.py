@@ -32,8 +32,8 @@ from aiflow_cli.export.lm_pair import (
     eos_ids,
     greedy_reference,
 )
-from aiflow_cli.export.pair import save_artifact
-from aiflow_cli.hashing import sha256_file, vocabulary_sha256
+from aiflow_cli.export.pair import artifact_of, save_artifact
+from aiflow_cli.hashing import vocabulary_sha256
 from aiflow_cli.models.kv_onnx import kv_lm_onnx, kv_lm_onnx_file
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.models.speculative import (
@@ -113,7 +113,7 @@ def _export_lm(model: SegmentedModel, root: Path, rel: str, weights: str) -> Art
         fp32 = Path(work) / "float.onnx"
         inputs, outputs = kv_lm_onnx_file(hf, fp32)
         quantize_int4_stage(fp32, path, INT4, None)
-    return Artifact(file=rel, sha256=sha256_file(path), size_bytes=path.stat().st_size, inputs=inputs, outputs=outputs)
+    return artifact_of(root, rel, inputs, outputs)
 
 
 def _verify(draft_art: Artifact, target_art: Artifact, target: SegmentedModel, root: Path,

@@ -40,6 +40,9 @@ class Artifact(Strict):
     size_bytes: int = Field(ge=0)
     inputs: list[TensorDecl]
     outputs: list[TensorDecl]
+    exporter: str | None = Field(None, description="which exporter wrote the graph: 'dynamo', or 'torchscript' "
+                                 "with the reason the dynamo exporter was not used; null for a graph cut from an "
+                                 "ONNX source")
 
 
 class CodecInfo(Strict):
