@@ -21,10 +21,11 @@ import onnx
 import torch
 from torch import nn
 
+from aiflow_cli.errors import InputError
 from aiflow_cli.tensors import tensors_of
 
 __all__ = ["export_onnx_file", "OPSET", "export_onnx", "value_names", "Exporter", "EXPORTERS",
-           "ExporterFallbackWarning", "exporter_of", "EXPORTER_KEY"]
+           "ExporterFallbackWarning", "exporter_of", "EXPORTER_KEY", "check_exporter"]
 
 OPSET = 18  # the lowest the dynamo exporter writes; the TorchScript fallback writes the same
 Exporter = Literal["dynamo", "torchscript"]
@@ -39,6 +40,14 @@ class ExporterFallbackWarning(UserWarning):
 def value_names(prefix: str, value: Any) -> list[str]:
     n = len(tensors_of(value))
     return [prefix] if n == 1 else [f"{prefix}_{i}" for i in range(n)]
+
+
+def check_exporter(name: str) -> Exporter:
+    """``--exporter`` as given on a command line, refused with the choices when unknown."""
+    if name not in EXPORTERS:
+        raise InputError(f"--exporter must be one of {', '.join(EXPORTERS)}, got '{name}'",
+                         "dynamo is the default; torchscript is faster to export")
+    return cast(Exporter, name)
 
 
 def exporter_of(proto: onnx.ModelProto) -> str | None:
@@ -61,6 +70,22 @@ def _dynamic_shapes(input_names: list[str], dynamic_axes: dict[str, dict[int, st
     """``dynamic_axes`` (names) as torch.export's ``dynamic_shapes`` for ``_Flat``'s ``*xs``."""
     return (tuple({axis: torch.export.Dim.DYNAMIC for axis in dynamic_axes[name]} if dynamic_axes.get(name) else None
                   for name in input_names),)
+
+
+def _widen(inputs: tuple, input_names: list[str], dynamic_axes: dict[str, dict[int, str]]) -> tuple:
+    """The example with every dynamic axis at least 2 long: torch.export bakes a dimension of size 0
+    or 1 into the graph as a constant (its 0/1 specialisation), and a graph traced at batch 1 then
+    fails at batch 2 inside onnxruntime. Size-1 axes are repeated, empty ones (an empty KV cache)
+    filled with zeros."""
+    widened = []
+    for name, t in zip(input_names, inputs):
+        for axis in dynamic_axes.get(name, {}):
+            if t.shape[axis] == 1:
+                t = t.repeat_interleave(2, dim=axis)
+            elif t.shape[axis] == 0:
+                t = t.new_zeros((*t.shape[:axis], 2, *t.shape[axis + 1:]))
+        widened.append(t)
+    return tuple(widened)
 
 
 def _name_axes(proto: onnx.ModelProto, dynamic_axes: dict[str, dict[int, str]]) -> None:
@@ -102,7 +127,8 @@ def _dynamo(module: nn.Module, inputs: tuple, path: Path | None, input_names: li
     with _quiet_progress(), warnings.catch_warnings():
         # torch.export's own deprecation chatter about pytree internals, not about the model
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.utils\._pytree|copyreg")
-        program = torch.onnx.export(_Flat(module, len(inputs)).eval(), inputs, None, dynamo=True,
+        program = torch.onnx.export(_Flat(module, len(inputs)).eval(), _widen(inputs, input_names, dynamic_axes),
+                                    None, dynamo=True,
                                     input_names=input_names, output_names=output_names,
                                     dynamic_shapes=_dynamic_shapes(input_names, dynamic_axes) if dynamic_axes else None,
                                     opset_version=opset, optimize=True, verbose=False, report=False)

@@ -18,6 +18,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "profiles"
+# Pairs that tests export for other reasons (serving, trust boundaries, verification) use the
+# TorchScript exporter: 10-20x faster here, and the suite's budget is minutes. The dynamo exporter,
+# aiflow's default, is pinned by tests/test_exporters.py.
+FAST_EXPORT = ["--exporter", "torchscript"]
 
 
 DATA_FILES = {"imagenet-sample": "imagenet-sample/labels.csv", "imagenet-val": "imagenet-val/labels.csv",

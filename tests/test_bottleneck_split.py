@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import FAST_EXPORT
 
 from aiflow_cli.cli.main import app
 
@@ -29,7 +30,7 @@ def bottleneck_run(tmp_path_factory):
     export = out / "pair"
     result = CliRunner().invoke(app, ["split", "zoo:efficientnet-lite0", "--bottleneck", "--cut", CUT, "--beta", "1e-4",
                                       "--epochs", "1", "--augment", "0", "--exit", CUT, "--exit", "block15",
-                                      "--export", str(export),
+                                      "--export", str(export), *FAST_EXPORT,
                                       "--jpeg-quality", "90,95", "--plot", str(out / "rate.png"), "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout), export, out

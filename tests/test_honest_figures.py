@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import PROFILES
+from conftest import FAST_EXPORT, PROFILES
 
 from aiflow_cli.cli.main import app
 
@@ -125,7 +125,7 @@ def test_without_data_the_inputs_are_called_synthetic_in_profile_and_manifest(ru
     assert "random" in json.loads(result.stdout)["inputs"] and "no-data" in result.stderr
     out = tmp_path / "pair"
     result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--cut", "block14", "--export", str(out),
-                                 "--no-triton", "--verify-count", "4"])
+                                 "--no-triton", "--verify-count", "4", *FAST_EXPORT])
     assert result.exit_code == 0, result.output
     inputs = json.loads((out / "manifest.json").read_text())["pairs"][0]["verification"]["inputs"]
     assert "synthetic" in inputs and "no-data" in inputs

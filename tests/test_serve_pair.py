@@ -46,7 +46,7 @@ def export(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("serve") / "pair"
     cut = tiny.cuts[0]
     (cc,) = evaluate_codec(tiny, "int8-channel+zstd", cut_indices=[0])
-    export_split(tiny, [cut], {cut: cc.codec}, out, verify_count=4)
+    export_split(tiny, [cut], {cut: cc.codec}, out, verify_count=4, exporter="torchscript")
     return out
 
 

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import FAST_EXPORT
 
 from aiflow_cli.cli.main import app
 from aiflow_cli.models.speculative import AutoK, KVSession, decode_alone
@@ -28,7 +29,7 @@ def spec_export(smollm2_draft, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("spec") / "pair"
     result = CliRunner().invoke(app, ["split", "speculative", "--draft", str(smollm2_draft[1]),
-                                      "--target", "zoo:smollm2-135m", "--export", str(out)])
+                                      "--target", "zoo:smollm2-135m", "--export", str(out), *FAST_EXPORT])
     assert result.exit_code == 0, result.output
     return out
 

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import PROFILES, needs_imagenet
+from conftest import FAST_EXPORT, PROFILES, needs_imagenet
 
 from aiflow_cli.cli.main import app
 from aiflow_cli.codecs import make_codec
@@ -21,7 +21,8 @@ A100 = PROFILES / "servers" / "a100-edge.yaml"
 def effnet_export(efficientnet, tmp_path_factory):
     """One fp32 pair at block3 (with Triton), shared by the manifest tests."""
     out = tmp_path_factory.mktemp("exports") / "effnet"
-    manifest = export_split(efficientnet, ["block3"], {"block3": make_codec("fp32")}, out, verify_count=20)
+    manifest = export_split(efficientnet, ["block3"], {"block3": make_codec("fp32")}, out, verify_count=20,
+                            exporter="torchscript")
     return out, manifest
 
 
@@ -81,7 +82,8 @@ def test_every_efficientnet_cut_exports_a_pair_that_runs_like_the_unsplit_model(
 
     codecs = {c: make_codec("fp32") for c in efficientnet.cuts}
     out = tmp_path / "all"
-    manifest = export_split(efficientnet, efficientnet.cuts, codecs, out, triton=False, verify_count=10)
+    manifest = export_split(efficientnet, efficientnet.cuts, codecs, out, triton=False, verify_count=10,
+                            exporter="torchscript")
     assert [p.cut for p in manifest.pairs] == efficientnet.cuts
     images, _ = load_batch(read_labels(split="test")[:8])
     with torch.no_grad():
@@ -98,7 +100,7 @@ def test_every_minilm_cut_exports_a_pair_that_embeds_like_the_unsplit_model(mini
 
     codecs = {c: make_codec("fp32") for c in minilm.cuts}
     out = tmp_path / "all"
-    manifest = export_split(minilm, minilm.cuts, codecs, out, triton=False, verify_count=4)
+    manifest = export_split(minilm, minilm.cuts, codecs, out, triton=False, verify_count=4, exporter="torchscript")
     enc = minilm.tokenizer(["A device and a server share one model.", "Bytes cross the link."], padding=True,
                            return_tensors="pt")
     x = (enc["input_ids"], enc["attention_mask"])
@@ -122,7 +124,7 @@ def test_lossy_codec_pair_sends_a_quarter_of_the_bytes_and_keeps_top1(efficientn
 
     [cc] = evaluate_codec(efficientnet, "int8-channel+zstd", cut_indices=[efficientnet.cut_index("block9")])
     manifest = export_split(efficientnet, ["block9"], {"block9": cc.codec}, tmp_path / "int8", triton=False,
-                            verify_count=10)
+                            verify_count=10, exporter="torchscript")
     pair = manifest.pairs[0]
     assert pair.crossing[0].dtype == "uint8" and pair.codec.name == "int8-channel+zstd"
     images, _ = load_batch(read_labels(split="test")[:40])
@@ -262,7 +264,7 @@ def test_force_replaces_a_non_empty_export_dir(runner, tmp_path):
     out.mkdir()
     (out / "old.txt").write_text("old")
     result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--cut", "block14", "--export", str(out),
-                                 "--force", "--no-triton", "--verify-count", "10"])
+                                 "--force", "--no-triton", "--verify-count", "10", *FAST_EXPORT])
     assert result.exit_code == 0, result.output
     assert not (out / "old.txt").exists() and (out / "manifest.json").is_file()
 
@@ -277,7 +279,8 @@ def test_failed_export_leaves_nothing_behind(efficientnet, tmp_path, monkeypatch
 
     monkeypatch.setattr(api, "verify_pair", failing)
     with pytest.raises(AiflowError, match="failed verification, nothing written"):
-        export_split(efficientnet, ["block3"], {"block3": make_codec("fp32")}, tmp_path / "out", verify_count=4)
+        export_split(efficientnet, ["block3"], {"block3": make_codec("fp32")}, tmp_path / "out", verify_count=4,
+                     exporter="torchscript")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import FAST_EXPORT
 
 from aiflow_cli.cli.main import app
 from aiflow_cli.export.lm_pair import LMPairRunner, eos_ids
@@ -18,7 +19,7 @@ def lm_export(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("lm") / "smollm2"
     result = CliRunner().invoke(app, ["split", "zoo:smollm2-135m", "--cut", "layer2", "--cut", "layer15",
-                                      "--cut", "layer28", "--export", str(out)])
+                                      "--cut", "layer28", "--export", str(out), *FAST_EXPORT])
     assert result.exit_code == 0, result.output
     return out
 

@@ -48,7 +48,7 @@ def test_smollm2_layer15_bottleneck_keeps_agreement_at_under_half_the_int8_zstd_
     # the exported pair sends int32 symbols per token, entropy-coded per step, and decodes (KV cache,
     # greedy) token for token as its training graph does; `split verify` rebuilds that graph from disk
     export = tmp_path / "coded"
-    manifest = export_lm_split(smollm2, ["layer15"], export, codecs={"layer15": codecs[6e-6]})
+    manifest = export_lm_split(smollm2, ["layer15"], export, codecs={"layer15": codecs[6e-6]}, exporter="torchscript")
     pair = manifest.pairs[0]
     assert pair.codec.name == "learned-bottleneck" and pair.kv_cache
     assert [(d.name, d.dtype) for d in pair.crossing] == [("symbols", "int32")]

@@ -42,7 +42,8 @@ def tiny_export(tmp_path_factory):
 
     model = load_model(TINY)
     out = tmp_path_factory.mktemp("tiny") / "pair"
-    export_split(model, [model.cuts[0]], {model.cuts[0]: make_codec("fp32")}, out, triton=False, verify_count=4)
+    export_split(model, [model.cuts[0]], {model.cuts[0]: make_codec("fp32")}, out, triton=False, verify_count=4,
+                 exporter="torchscript")
     return out
 
 

@@ -21,9 +21,11 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: Optional[str], data: Optio
                    server: Optional[Path], link: list[Path], bandwidth: Optional[str], rtt: Optional[str],
                    profile: Optional[Path], export: Optional[Path], force: bool, plot: Optional[Path],
                    out: Optional[Path], as_json: bool, augment: int = 4, target_bytes: Optional[float] = None,
-                   refine: Optional[int] = None, min_fidelity: Optional[float] = None) -> None:
+                   refine: Optional[int] = None, min_fidelity: Optional[float] = None,
+                   exporter: str = "dynamo") -> None:
     from aiflow_cli.atomic import check_writable, write_text_atomic
     from aiflow_cli.jobs.bottleneck import bottleneck_split
+    from aiflow_cli.onnx_io import check_exporter
 
     if epochs < 0:
         raise InputError(f"--epochs must be 0 or more, got {epochs}", "for example --epochs 4")
@@ -41,7 +43,8 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: Optional[str], data: Optio
                                    jpeg_qualities=jpeg_quality, device=device, server=server,
                                    link=link, bandwidth=bandwidth, rtt=rtt, host_profile=profile,
                                    export_dir=export, force=force, progress=progress, augment=augment,
-                                   target_bytes=target_bytes, refine=refine, min_fidelity=min_fidelity)
+                                   target_bytes=target_bytes, refine=refine, min_fidelity=min_fidelity,
+                                   exporter=check_exporter(exporter))
     report = outcome.report
     if out is not None:
         write_text_atomic(out, report.model_dump_json(indent=2) + "\n")

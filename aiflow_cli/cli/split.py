@@ -71,6 +71,10 @@ def split_cmd(
         "--export", help="Write device.onnx/server.onnx per cut, manifest.json and a Triton repository here.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace a non-empty --export directory, and use profiles flagged unstable.")] = False,
+    exporter: Annotated[str, typer.Option(
+        "--exporter", help="ONNX exporter for the pair: dynamo (torch.export; default) or torchscript (10-20x "
+                           "faster to export). Where dynamo fails on a graph, TorchScript writes it, with a warning "
+                           "and a note in manifest.json.")] = "dynamo",
     triton: Annotated[bool, typer.Option("--triton/--no-triton", help="Also write triton/ for the server halves.")] = True,
     verify_count: Annotated[int, typer.Option("--verify-count", help="Real inputs to verify each pair on (1 or more).")] = 50,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: stacked device/transfer/server bars per link (with --bottleneck: rate-accuracy curves).")] = None,
@@ -152,7 +156,8 @@ def split_cmd(
                               jpeg_quality=jpeg_quality, wide=wide, device=device,
                               server=server, link=link or [], bandwidth=bandwidth, rtt=rtt, profile=profile,
                               export=export, force=force, plot=plot, out=out, as_json=as_json, augment=augment,
-                              target_bytes=target_bytes, refine=refine, min_fidelity=min_fidelity)
+                              target_bytes=target_bytes, refine=refine, min_fidelity=min_fidelity,
+                              exporter=exporter)
     if exit_cut:
         from aiflow_cli.cli.bottleneck import exits_cmd
 
@@ -171,7 +176,7 @@ def split_cmd(
                             trust_remote_code=trust_remote_code, progress=progress, accept_unstable=force,
                             device_runtime=device_runtime, server_runtime=server_runtime,
                             server_batches=_batches(server_batch), requests_per_device=requests_per_device,
-                            sensitivity=sensitivity)
+                            sensitivity=sensitivity, exporter=exporter)
     plan = outcome.result.plan if outcome.result else None
     if plan is not None:
         text = plan.model_dump_json(indent=2)
@@ -293,13 +298,21 @@ def _render_manifest(manifest, export: Path | None, title: str = "exported to") 
     for col in ("cut", "codec", "device.onnx", "server.onnx", "crossing", "verified on", "against", "max diff",
                 "agreement"):
         table.add_column(col)
+    fallbacks = []
     for p in manifest.pairs:
         v = p.verification
         crossing = ", ".join(f"{d.name} {d.dtype}{d.shape}" for d in p.crossing)
         agreement = v.agreement if v.agreement is not None else v.mean_cosine
         table.add_row(p.cut, p.codec.name, fmt_bytes(p.device.size_bytes), fmt_bytes(p.server.size_bytes), crossing,
                       v.inputs, v.reference, f"{v.max_abs_diff:.2e}", "-" if agreement is None else f"{agreement:.4f}")
+        fallbacks += [f"{p.cut} {side}.onnx: {art.exporter}" for side, art in (("device", p.device), ("server", p.server))
+                      if art.exporter and art.exporter != "dynamo"]
     show(table)
+    exporters = sorted({a.exporter for p in manifest.pairs for a in (p.device, p.server) if a.exporter})
+    if exporters == ["dynamo"]:
+        console.print("exported with torch.onnx's dynamo exporter")
+    for line in fallbacks:
+        console.print(f"[yellow]exported by {line}[/yellow]" if "dynamo failed" in line else f"exported by {line}")
 
 
 @app.command("verify")
@@ -343,6 +356,8 @@ def speculative_cmd(
                                                            "4-bit, MatMulNBits with int8 compute: needed for models "
                                                            "over 2 GB in fp32, e.g. the Qwen pair).")] = "fp32",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing export folder.")] = False,
+    exporter: Annotated[str, typer.Option(
+        "--exporter", help="ONNX exporter: dynamo (default) or torchscript (several times faster to export).")] = "dynamo",
     trust_remote_code: TrustRemoteCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -353,6 +368,7 @@ def speculative_cmd(
     greedy decoding through both graphs reproduces the target's own greedy output token for token.
     """
     from aiflow_cli.export.speculative import export_speculative
+    from aiflow_cli.onnx_io import check_exporter
     from aiflow_cli.models import load_model
 
     with progress_bar(not as_json) as progress:
@@ -361,7 +377,7 @@ def speculative_cmd(
         target_model = load_model(target, trust_remote_code=trust_remote_code)
         progress("load models", 2, 2)
         manifest = export_speculative(draft_model, target_model, export, force=force, progress=progress,
-                                      weights=weights)
+                                      weights=weights, exporter=check_exporter(exporter))
     if as_json:
         typer.echo(manifest.model_dump_json(indent=2))
         return

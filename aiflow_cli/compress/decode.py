@@ -13,7 +13,7 @@ import onnx
 import torch
 
 from aiflow_cli.compress import quantize
-from aiflow_cli.compress.tasks import TaskKit
+from aiflow_cli.compress.tasks import COMPRESS_EXPORTER, TaskKit
 from aiflow_cli.models.inputs import token_input
 from aiflow_cli.models.kv_onnx import kv_lm_onnx
 from aiflow_cli.models.speculative import KVSession
@@ -31,7 +31,7 @@ def export_with_past(module: torch.nn.Module, out: Path, stages: list[Any], kit:
     """Write ``module`` as a KV-cached graph to ``out``, quantised by the recipe's quantize stages in
     order. (input declarations, notes): static int8 needs calibration feeds with a cache and is
     left in float, which the notes say."""
-    proto, inputs, _ = kv_lm_onnx(module)
+    proto, inputs, _ = kv_lm_onnx(module, exporter=COMPRESS_EXPORTER)
     current = out.with_suffix(".float.onnx")
     onnx.save(proto, str(current))
     notes = []

@@ -22,7 +22,7 @@ from aiflow_cli.export.triton import write_triton_pair
 from aiflow_cli.export.verify import verify_pair
 from aiflow_cli.models.reference_inputs import real_inputs
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.onnx_io import OPSET
+from aiflow_cli.onnx_io import OPSET, Exporter
 from aiflow_cli.schemas.manifest import (
     CodecInfo,
     ExitDecl,
@@ -42,9 +42,11 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
                  costs: dict[str, PairCost] | None = None,
                  plan_table: list[dict[str, Any]] | None = None,
                  progress: Callable[[str, int, int], None] | None = None,
-                 exits: dict[str, list[tuple[str, nn.Module, dict[str, float]]]] | None = None) -> Manifest:
+                 exits: dict[str, list[tuple[str, nn.Module, dict[str, float]]]] | None = None,
+                 exporter: Exporter = "dynamo") -> Manifest:
     """Export, verify and describe one pair per cut. ``exits``: cut -> [(exit cut, head, {threshold,
-    exit_rate, drop})], heads at or before the cut, written into that pair's device.onnx."""
+    exit_rate, drop})], heads at or before the cut, written into that pair's device.onnx. ``exporter``:
+    see :mod:`aiflow_cli.onnx_io` (dynamo, falling back per graph to TorchScript where it fails)."""
     out_dir = Path(out_dir)
     indices = [model.cut_index(c) for c in cuts]  # unknown cut -> error listing the valid ones
     if not cuts:
@@ -59,7 +61,7 @@ def export_split(model: SegmentedModel, cuts: list[str], codecs: dict[str, Activ
             heads = {model.cut_index(e): head for e, head, _ in pair_exits}
             if any(i > index for i in heads):
                 raise InputError(f"an exit after the cut {cut} cannot run on the device", "choose exits at or before it")
-            files = export_pair(model, index, codec, tmp, example, exits=heads or None)
+            files = export_pair(model, index, codec, tmp, example, exits=heads or None, exporter=exporter)
             write_weights = getattr(codec, "write_weights", None)
             if write_weights is not None:  # learned codecs keep their training graph beside the pair
                 write_weights(tmp / files.device.file.rsplit("/", 1)[0])

@@ -28,11 +28,11 @@ from aiflow_cli.codecs.registry import codec_from_spec
 from aiflow_cli.errors import InputError, VerificationError
 from aiflow_cli.export.pair import pair_dirname, save_artifact
 from aiflow_cli.export.tensors import dynamic_axes
-from aiflow_cli.models.kv_layers import KVDecoderLayer, KVDevice, KVServer
+from aiflow_cli.models.kv_halves import kv_halves
 from aiflow_cli.models.kv_onnx import Positional
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.models.speculative import empty_past
-from aiflow_cli.onnx_io import OPSET, export_onnx
+from aiflow_cli.onnx_io import OPSET, Exporter, export_onnx
 from aiflow_cli.schemas.manifest import (
     CodecInfo,
     ExportedPair,
@@ -89,21 +89,15 @@ class _CodedServer(nn.Module):
 def _halves(model: SegmentedModel, cut: str, codec: ActivationCodec | None = None) -> tuple[nn.Module, nn.Module]:
     """(device, server) PyTorch modules with explicit KV caches; with a learned codec, its encoder
     ends the device half and its decoder starts the server half (the pair's training graph)."""
-    hf = model.extras["hf_model"]
-    base = hf.model
-    n_dev = _layer_count(model, cut)
-    layers = [KVDecoderLayer(layer, base.rotary_emb) for layer in base.layers]
-    device: nn.Module = KVDevice(base.embed_tokens, layers[:n_dev]).eval()
-    server: nn.Module = KVServer(layers[n_dev:], base.norm, hf.lm_head).eval()
-    if codec is not None:
-        device = _CodedDevice(device, codec.device_module()).eval()
-        server = _CodedServer(codec.server_module(), server).eval()
-    return device, server
+    device, server = kv_halves(model.extras["hf_model"], _layer_count(model, cut))
+    if codec is None:
+        return device, server
+    return _CodedDevice(device, codec.device_module()).eval(), _CodedServer(codec.server_module(), server).eval()
 
 
 @torch.no_grad()
-def _export_one(model: SegmentedModel, cut: str, root: Path, codec: LearnedBottleneckCodec | None = None
-                ) -> ExportedPair:
+def _export_one(model: SegmentedModel, cut: str, root: Path, codec: LearnedBottleneckCodec | None = None,
+                exporter: Exporter = "dynamo") -> ExportedPair:
     cfg = model.extras["hf_model"].config
     n_dev = _layer_count(model, cut)
     kv_heads = cfg.num_key_value_heads
@@ -134,9 +128,9 @@ def _export_one(model: SegmentedModel, cut: str, root: Path, codec: LearnedBottl
         spec = codec.spec()
         info = CodecInfo(name=spec.name, params=spec.params)
     dev_proto = export_onnx(Positional(device), (ids, *dev_past), [d.name for d in dev_in], [d.name for d in dev_out],
-                            dynamic_axes(dev_in + dev_out))
+                            dynamic_axes(dev_in + dev_out), exporter=exporter)
     srv_proto = export_onnx(Positional(server), (hidden, *srv_past), [d.name for d in srv_in],
-                            [d.name for d in srv_out], dynamic_axes(srv_in + srv_out))
+                            [d.name for d in srv_out], dynamic_axes(srv_in + srv_out), exporter=exporter)
     return ExportedPair.model_construct(  # a draft: validated once its verification is filled in
         cut=cut, cut_index=model.cut_index(cut), directory=sub,
         codec=info,
@@ -286,7 +280,8 @@ def greedy_reference(model: SegmentedModel, ids: torch.Tensor, max_new_tokens: i
 
 def export_lm_split(model: SegmentedModel, cuts: list[str], out_dir: Path, force: bool = False,
                     progress: Callable[[str, int, int], None] | None = None,
-                    codecs: dict[str, LearnedBottleneckCodec] | None = None) -> Manifest:
+                    codecs: dict[str, LearnedBottleneckCodec] | None = None,
+                    exporter: Exporter = "dynamo") -> Manifest:
     from aiflow_cli.export.api import source_model_of
     from aiflow_cli.staging import staged_dir
 
@@ -295,7 +290,7 @@ def export_lm_split(model: SegmentedModel, cuts: list[str], out_dir: Path, force
     with staged_dir(Path(out_dir), force) as tmp:
         pairs, failures = [], []
         for n, cut in enumerate(cuts):
-            pair = _export_one(model, cut, tmp, (codecs or {}).get(cut))
+            pair = _export_one(model, cut, tmp, (codecs or {}).get(cut), exporter)
             pair = ExportedPair.model_validate({**dict(pair), "verification": verify_lm_pair(model, tmp, pair)})
             if not pair.verification.passed:
                 failures.append(f"{cut}: token agreement {pair.verification.agreement:.3f}")

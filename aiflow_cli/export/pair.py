@@ -24,7 +24,7 @@ from aiflow_cli.errors import InputError
 from aiflow_cli.export.tensors import boundary_names, declare, dynamic_axes
 from aiflow_cli.hashing import sha256_file
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.onnx_io import OPSET, export_onnx, exporter_of
+from aiflow_cli.onnx_io import OPSET, Exporter, export_onnx, exporter_of
 from aiflow_cli.schemas.manifest import Artifact, TensorDecl
 
 __all__ = ["exit_output_name", "DeviceHalf", "ServerHalf", "ExportedFiles", "export_pair", "pair_dirname", "save_artifact",
@@ -131,7 +131,8 @@ def exit_output_name(cut: str) -> str:
 
 
 def export_pair(model: SegmentedModel, cut_index: int, codec: ActivationCodec, root: Path, example: Any,
-                opset: int = OPSET, exits: dict[int, nn.Module] | None = None) -> ExportedFiles:
+                opset: int = OPSET, exits: dict[int, nn.Module] | None = None,
+                exporter: Exporter = "dynamo") -> ExportedFiles:
     """Write ``root/<cut>/device.onnx`` and ``server.onnx``; return their declarations.
 
     ``exits`` (segment index <= cut_index -> head) become extra device outputs named
@@ -154,9 +155,9 @@ def export_pair(model: SegmentedModel, cut_index: int, codec: ActivationCodec, r
                   for i, t in zip(sorted(exits or {}), device_out[1:] if exits else [])]
     sub = pair_dirname(model.cuts[cut_index])
     dev_proto = export_onnx(device, example, [d.name for d in in_decls], [d.name for d in wire_decls + exit_decls],
-                            dynamic_axes(in_decls + wire_decls + exit_decls), opset)
+                            dynamic_axes(in_decls + wire_decls + exit_decls), opset, exporter)
     srv_proto = export_onnx(server, wire, [d.name for d in wire_decls], [d.name for d in out_decls],
-                            dynamic_axes(wire_decls + out_decls), opset)
+                            dynamic_axes(wire_decls + out_decls), opset, exporter)
     return ExportedFiles(
         device=save_artifact(root, f"{sub}/device.onnx", dev_proto, in_decls, wire_decls + exit_decls),
         server=save_artifact(root, f"{sub}/server.onnx", srv_proto, wire_decls, out_decls),

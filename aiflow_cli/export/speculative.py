@@ -43,7 +43,7 @@ from aiflow_cli.models.speculative import (
     decode_alone,
     speculate,
 )
-from aiflow_cli.onnx_io import OPSET
+from aiflow_cli.onnx_io import OPSET, Exporter
 from aiflow_cli.schemas.manifest import (
     Artifact,
     CodecInfo,
@@ -93,14 +93,14 @@ WEIGHTS = ("fp32", "int4")
 INT4 = QuantizeInt4(kind="quantize", method="int4", algorithm="rtn", block_size=32, symmetric=True, accuracy_level=4)
 
 
-def _export_lm(model: SegmentedModel, root: Path, rel: str, weights: str) -> Artifact:
+def _export_lm(model: SegmentedModel, root: Path, rel: str, weights: str, exporter: Exporter) -> Artifact:
     """One KV-cached graph. ``int4``: every MatMul weight 4-bit (MatMulNBits, blocks of 32, int8
     compute), exported first in fp32 with external data (a 1.5B model is 7 GB in fp32, over
     protobuf's 2 GB), then quantised into one file."""
     hf = model.extras["hf_model"]
     if weights == "fp32":
         try:
-            proto, inputs, outputs = kv_lm_onnx(hf)
+            proto, inputs, outputs = kv_lm_onnx(hf, exporter)
         except (ValueError, RuntimeError) as exc:
             if sum(p.numel() for p in hf.parameters()) * 4 < 2**31:
                 raise
@@ -111,7 +111,7 @@ def _export_lm(model: SegmentedModel, root: Path, rel: str, weights: str) -> Art
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".float-") as work:
         fp32 = Path(work) / "float.onnx"
-        inputs, outputs = kv_lm_onnx_file(hf, fp32)
+        inputs, outputs = kv_lm_onnx_file(hf, fp32, exporter)
         quantize_int4_stage(fp32, path, INT4, None)
     return artifact_of(root, rel, inputs, outputs)
 
@@ -157,7 +157,8 @@ def verify_speculative(directory: Path, manifest: Manifest, target: SegmentedMod
 
 
 def export_speculative(draft: SegmentedModel, target: SegmentedModel, out_dir: Path, force: bool = False,
-                       progress: Callable[[str, int, int], None] | None = None, weights: str = "fp32") -> Manifest:
+                       progress: Callable[[str, int, int], None] | None = None, weights: str = "fp32",
+                       exporter: Exporter = "dynamo") -> Manifest:
     """Write draft.onnx, target.onnx and the manifest to ``out_dir`` (all or nothing). ``weights``:
     ``fp32`` keeps the models' weights; ``int4`` makes every MatMul 4-bit (MatMulNBits)."""
     if weights not in WEIGHTS:
@@ -166,10 +167,10 @@ def export_speculative(draft: SegmentedModel, target: SegmentedModel, out_dir: P
     with staged_dir(Path(out_dir), force) as tmp:
         if progress:
             progress("export draft", 0, 3)
-        draft_art = _export_lm(draft, tmp, f"{SPECULATIVE_DIR}/draft.onnx", weights)
+        draft_art = _export_lm(draft, tmp, f"{SPECULATIVE_DIR}/draft.onnx", weights, exporter)
         if progress:
             progress("export target", 1, 3)
-        target_art = _export_lm(target, tmp, f"{SPECULATIVE_DIR}/target.onnx", weights)
+        target_art = _export_lm(target, tmp, f"{SPECULATIVE_DIR}/target.onnx", weights, exporter)
         if progress:
             progress("verify", 2, 3)
         verification = _verify(draft_art, target_art, target, tmp, exact_reference=weights == "fp32")

@@ -9,6 +9,7 @@ from typing import Callable
 from aiflow_cli.codecs.learned import LearnedBottleneckCodec
 from aiflow_cli.errors import InputError
 from aiflow_cli.models.segmented import SegmentedModel
+from aiflow_cli.onnx_io import Exporter
 from aiflow_cli.schemas.bottleneck import BottleneckReport, DataSplit
 from aiflow_cli.schemas.manifest import Manifest, PairCost
 from aiflow_cli.schemas.text_bottleneck import TextBottleneckReport
@@ -48,7 +49,7 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str | None, data: Path | 
                      export_dir: Path | None = None, force: bool = False,
                      progress: Callable[[str, int, int], None] | None = None, augment: int = 4,
                      target_bytes: float | None = None, refine: int | None = None,
-                     min_fidelity: float | None = None) -> BottleneckOutcome:
+                     min_fidelity: float | None = None, exporter: Exporter = "dynamo") -> BottleneckOutcome:
     """Image classifiers: the full study (baselines, exits, links, export). Causal LMs and sentence
     encoders: the per-token study of :func:`text_bottleneck` (``beta`` None: each kind's defaults)."""
     from aiflow_cli.models import load_model
@@ -76,7 +77,7 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str | None, data: Path | 
 
             beta_chosen = report.operating_point.beta
             outcome.manifest = export_lm_split(model, [cuts[0]], export_dir, force=force, progress=progress,
-                                               codecs={cuts[0]: codecs[beta_chosen]})
+                                               codecs={cuts[0]: codecs[beta_chosen]}, exporter=exporter)
             outcome.exported_beta = beta_chosen
         return outcome
     if min_fidelity is not None:
@@ -146,7 +147,8 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str | None, data: Path | 
                                       device_source=device_source, server_source=server_source)
             predicted[pick[0]] = dict(rp.latency_ms)
         outcome.manifest = export_split(model, [pick[0]], {pick[0]: point.codec}, export_dir, force=force,
-                                        progress=progress, exits={pick[0]: heads}, costs=costs, predicted=predicted)
+                                        progress=progress, exits={pick[0]: heads}, costs=costs, predicted=predicted,
+                                        exporter=exporter)
         outcome.exported_beta = pick[1]
     return outcome
 

@@ -8,6 +8,7 @@ from typing import Callable
 
 from aiflow_cli.errors import InputError
 from aiflow_cli.models import load_model
+from aiflow_cli.onnx_io import Exporter, check_exporter
 from aiflow_cli.schemas.manifest import Manifest, PairCost
 from aiflow_cli.split.cost import DEVICE_ONLY, SERVER_ONLY, Link
 from aiflow_cli.split.planner import SplitResult, plan_split
@@ -27,11 +28,12 @@ def run_split(spec: str, device: Path | None, server: Path | None, links: list[L
               progress: Callable[[str, int, int], None] | None = None, accept_unstable: bool = False,
               device_runtime: str | None = None, server_runtime: str | None = None,
               server_batches: list[int] | None = None, requests_per_device: float = 30.0,
-              sensitivity: bool = False) -> SplitOutcome:
+              sensitivity: bool = False, exporter: Exporter = "dynamo") -> SplitOutcome:
     from aiflow_cli.codecs import make_codec
     from aiflow_cli.staging import check_output_dir
 
     make_codec(codec)
+    check_exporter(exporter)
     if verify_count < 1:
         raise InputError(f"--verify-count must be at least 1, got {verify_count}", "for example --verify-count 50")
     if (device is None) != (server is None):
@@ -73,13 +75,14 @@ def run_split(spec: str, device: Path | None, server: Path | None, links: list[L
         if model.task == "causal-lm":
             from aiflow_cli.export.lm_pair import export_lm_split
 
-            manifest = export_lm_split(model, chosen, export_dir, force=force, progress=progress)
+            manifest = export_lm_split(model, chosen, export_dir, force=force, progress=progress, exporter=exporter)
         else:
-            manifest = _export(model, chosen, codec, result, export_dir, force, triton, verify_count, progress)
+            manifest = _export(model, chosen, codec, result, export_dir, force, triton, verify_count, progress,
+                               exporter)
     return SplitOutcome(result=result, manifest=manifest)
 
 
-def _export(model, chosen, codec, result, export_dir, force, triton, verify_count, progress):  # noqa: ANN001, ANN202
+def _export(model, chosen, codec, result, export_dir, force, triton, verify_count, progress, exporter):  # noqa: ANN001, ANN202
     from aiflow_cli.export.api import export_split
     from aiflow_cli.split.codec_eval import evaluate_codec
 
@@ -101,4 +104,4 @@ def _export(model, chosen, codec, result, export_dir, force, triton, verify_coun
     return export_split(model, chosen, {c: by_cut[c].codec for c in chosen}, export_dir, force=force, triton=triton,
                         verify_count=verify_count, predicted=predicted, bytes_per_request=sent, costs=costs,
                         plan_table=[r.model_dump() for r in result.plan.plan_table] if result else None,
-                        progress=progress)
+                        progress=progress, exporter=exporter)

@@ -9,8 +9,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from aiflow_cli.models.kv_layers import kv_causal_lm
-from aiflow_cli.onnx_io import export_onnx, export_onnx_file
+from aiflow_cli.models.kv_halves import kv_causal_lm
+from aiflow_cli.onnx_io import Exporter, export_onnx, export_onnx_file
 from aiflow_cli.schemas.manifest import TensorDecl
 
 __all__ = ["kv_lm_onnx", "kv_lm_onnx_file", "kv_decls", "Positional"]
@@ -52,17 +52,20 @@ def _axes(decls: list[TensorDecl]) -> dict[str, dict[int, str]]:
 
 
 @torch.no_grad()
-def kv_lm_onnx(hf_model: torch.nn.Module) -> tuple[onnx.ModelProto, list[TensorDecl], list[TensorDecl]]:
+def kv_lm_onnx(hf_model: torch.nn.Module, exporter: Exporter = "dynamo"
+               ) -> tuple[onnx.ModelProto, list[TensorDecl], list[TensorDecl]]:
     """(graph, input declarations, output declarations)."""
     module, example, inputs, outputs = _interface(hf_model)
-    proto = export_onnx(module, example, [d.name for d in inputs], [d.name for d in outputs], _axes(inputs + outputs))
+    proto = export_onnx(module, example, [d.name for d in inputs], [d.name for d in outputs], _axes(inputs + outputs),
+                        exporter=exporter)
     return proto, inputs, outputs
 
 
 @torch.no_grad()
-def kv_lm_onnx_file(hf_model: torch.nn.Module, path: Path) -> tuple[list[TensorDecl], list[TensorDecl]]:
-    """The same graph written to ``path`` (with external data when it is over 2 GB)."""
+def kv_lm_onnx_file(hf_model: torch.nn.Module, path: Path, exporter: Exporter = "dynamo"
+                    ) -> tuple[list[TensorDecl], list[TensorDecl]]:
+    """The same graph written to ``path`` (with its weights in external data)."""
     module, example, inputs, outputs = _interface(hf_model)
     export_onnx_file(module, example, path, [d.name for d in inputs], [d.name for d in outputs],
-                     _axes(inputs + outputs))
+                     _axes(inputs + outputs), exporter=exporter)
     return inputs, outputs
