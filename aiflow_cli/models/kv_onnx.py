@@ -35,7 +35,7 @@ class Positional(torch.nn.Module):
 def _interface(hf_model: torch.nn.Module) -> tuple[torch.nn.Module, tuple, list[TensorDecl], list[TensorDecl]]:
     cfg = hf_model.config
     lm = kv_causal_lm(hf_model)
-    layers = len(lm.body.layers)
+    layers = cfg.num_hidden_layers
     kv_heads = cfg.num_key_value_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     seq = ["batch", "sequence"]
