@@ -6,7 +6,8 @@ pays too). Reported per run: seconds spent inside the exporter (device + server 
 around each export call), seconds for the whole export (export + verification + manifest), which
 exporter wrote each graph (a TorchScript fallback names why), node counts, and the verification
 figure (max difference / agreement against the unsplit model, or the token agreement of the LM
-pair's greedy decoding against transformers' own).
+pair's greedy decoding against transformers' own), and how fast the pair runs in onnxruntime (one
+thread per side: ms per input, or per generated token for a causal LM).
 
 The benchmark can fail: it exits 1 when any pair fails verification or any graph was written by a
 fallback.
@@ -67,11 +68,46 @@ def _one(model_name: str, exporter: str) -> dict:
         p = manifest.pairs[0]
         nodes = {side: len(onnx.load(str(out / getattr(p, side).file), load_external_data=False).graph.node)
                  for side in ("device", "server")}
+        run_ms = _run_ms(model, out, p)
     v = p.verification
     return {"model": model_name, "cut": cut, "exporter": exporter, "export_s": round(sum(spent), 2),
             "total_s": round(total, 2), "written_by": {"device": p.device.exporter, "server": p.server.exporter},
             "nodes": nodes, "passed": v.passed, "max_abs_diff": v.max_abs_diff, "agreement": v.agreement,
-            "mean_cosine": v.mean_cosine, "inputs": v.inputs}
+            "mean_cosine": v.mean_cosine, "inputs": v.inputs, "run_ms": run_ms}
+
+
+def _run_ms(model, root: Path, pair, repeats: int = 15) -> float:  # noqa: ANN001
+    """Median ms of the pair in onnxruntime (device then server, one thread each): one input for
+    image and encoder models, one greedy token (16-token prompt, 16 new tokens) for causal LMs."""
+    import statistics
+
+    import numpy as np
+
+    from aiflow_cli.export.lm_pair import LMPairRunner
+    from aiflow_cli.ort import ort_session
+    from aiflow_cli.tensors import tensors_of
+
+    if model.task == "causal-lm":
+        runner = LMPairRunner(root, pair)
+        ids = np.arange(100, 116, dtype=np.int64)[None, :]
+        runner.generate(ids, 2)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            runner.generate(ids, 16)
+            times.append((time.perf_counter() - t0) * 1e3 / 16)
+        return round(statistics.median(times), 2)
+    device, server = ort_session(root / pair.device.file, 1), ort_session(root / pair.server.file, 1)
+    x = [t.numpy() for t in tensors_of(model.make_input(1, 16))]
+    feeds = dict(zip([d.name for d in pair.device.inputs], x))
+    times = []
+    for i in range(repeats + 2):
+        t0 = time.perf_counter()
+        wire = device.run(None, feeds)
+        server.run(None, dict(zip([d.name for d in pair.server.inputs], wire)))
+        if i >= 2:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return round(statistics.median(times), 2)
 
 
 def main() -> int:
@@ -96,15 +132,15 @@ def main() -> int:
     print(f"command: {' '.join(sys.argv)}\nmachine: {platform.node()} ({platform.processor() or platform.machine()})"
           f"\ndate: {datetime.date.today()}\n")
     print("| model (cut) | exporter | exporter s | export + verify s | written by (device / server) | nodes "
-          "(device / server) | verification |")
-    print("|---|---|---:|---:|---|---|---|")
+          "(device / server) | pair run ms | verification |")
+    print("|---|---|---:|---:|---|---|---:|---|")
     ok = True
     for r in rows:
         fig = (f"agreement {r['agreement']:.4f}" if r["agreement"] is not None
                else f"cosine {r['mean_cosine']:.6f}" if r["mean_cosine"] is not None else "")
         print(f"| {r['model']} ({r['cut']}) | {r['exporter']} | {r['export_s']:.1f} | {r['total_s']:.1f} | "
               f"{r['written_by']['device']} / {r['written_by']['server']} | {r['nodes']['device']} / "
-              f"{r['nodes']['server']} | {'passed' if r['passed'] else 'FAILED'}: max diff {r['max_abs_diff']:.2e} "
+              f"{r['nodes']['server']} | {r['run_ms']:.2f} | {'passed' if r['passed'] else 'FAILED'}: max diff {r['max_abs_diff']:.2e} "
               f"{fig} on {r['inputs']} inputs |")
         ok &= r["passed"] and all(w == r["exporter"] for w in r["written_by"].values())
     by = {(r["model"], r["exporter"]): r for r in rows}
