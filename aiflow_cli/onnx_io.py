@@ -107,9 +107,11 @@ def _name_axes(proto: onnx.ModelProto, dynamic_axes: dict[str, dict[int, str]]) 
 @contextlib.contextmanager
 def _quiet_progress() -> Iterator[None]:
     """The dynamo exporter logs every step ('Obtain model graph...', 'torchvision is not installed')
-    at INFO/WARNING; those are progress, not problems. Real warnings still reach the user."""
+    at INFO/WARNING, and its optimiser one INFO line per folded node once anything (onnxruntime's
+    quantiser does) has set the root logger to INFO; that is progress, not problems. Real warnings
+    (the ``warnings`` module) still reach the user."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.onnx._internal.exporter._registration",
-                                              "torch.export", "torch._export")]
+                                              "torch.export", "torch._export", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
