@@ -25,7 +25,6 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: Optional[str], data: Optio
                    exporter: str = "dynamo") -> None:
     from aiflow_cli.atomic import check_writable, write_text_atomic
     from aiflow_cli.jobs.bottleneck import bottleneck_split
-    from aiflow_cli.onnx_io import check_exporter
 
     if epochs < 0:
         raise InputError(f"--epochs must be 0 or more, got {epochs}", "for example --epochs 4")
@@ -44,7 +43,7 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: Optional[str], data: Optio
                                    link=link, bandwidth=bandwidth, rtt=rtt, host_profile=profile,
                                    export_dir=export, force=force, progress=progress, augment=augment,
                                    target_bytes=target_bytes, refine=refine, min_fidelity=min_fidelity,
-                                   exporter=check_exporter(exporter))
+                                   exporter=exporter)
     report = outcome.report
     if out is not None:
         write_text_atomic(out, report.model_dump_json(indent=2) + "\n")

@@ -72,8 +72,8 @@ def split_cmd(
     force: Annotated[bool, typer.Option(
         "--force", help="Replace a non-empty --export directory, and use profiles flagged unstable.")] = False,
     exporter: Annotated[str, typer.Option(
-        "--exporter", help="ONNX exporter for the pair: dynamo (torch.export; default) or torchscript (10-20x "
-                           "faster to export). Where dynamo fails on a graph, TorchScript writes it, with a warning "
+        "--exporter", help="ONNX exporter for the pair: dynamo (torch.export; default) or torchscript (7-27x "
+                           "faster to export, docs/benchmarks.md). Where dynamo fails on a graph, TorchScript writes it, with a warning "
                            "and a note in manifest.json.")] = "dynamo",
     triton: Annotated[bool, typer.Option("--triton/--no-triton", help="Also write triton/ for the server halves.")] = True,
     verify_count: Annotated[int, typer.Option("--verify-count", help="Real inputs to verify each pair on (1 or more).")] = 50,
@@ -357,7 +357,7 @@ def speculative_cmd(
                                                            "over 2 GB in fp32, e.g. the Qwen pair).")] = "fp32",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing export folder.")] = False,
     exporter: Annotated[str, typer.Option(
-        "--exporter", help="ONNX exporter: dynamo (default) or torchscript (several times faster to export).")] = "dynamo",
+        "--exporter", help="ONNX exporter: dynamo (default) or torchscript (7-27x faster to export).")] = "dynamo",
     trust_remote_code: TrustRemoteCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -368,7 +368,6 @@ def speculative_cmd(
     greedy decoding through both graphs reproduces the target's own greedy output token for token.
     """
     from aiflow_cli.export.speculative import export_speculative
-    from aiflow_cli.onnx_io import check_exporter
     from aiflow_cli.models import load_model
 
     with progress_bar(not as_json) as progress:
@@ -377,7 +376,7 @@ def speculative_cmd(
         target_model = load_model(target, trust_remote_code=trust_remote_code)
         progress("load models", 2, 2)
         manifest = export_speculative(draft_model, target_model, export, force=force, progress=progress,
-                                      weights=weights, exporter=check_exporter(exporter))
+                                      weights=weights, exporter=exporter)
     if as_json:
         typer.echo(manifest.model_dump_json(indent=2))
         return

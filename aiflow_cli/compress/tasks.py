@@ -29,13 +29,13 @@ from aiflow_cli.onnx_io import Exporter, export_onnx
 __all__ = ["TaskKit", "task_kit", "PPL_CONTEXT", "PPL_TOKENS", "OrtRun", "COMPRESS_EXPORTER"]
 
 PPL_CONTEXT = 256
+PPL_TOKENS = 16384
 # Whole-model graphs for compress keep the TorchScript exporter: they feed onnxruntime's
 # quantisers and are then cut again as ONNX sources, and an EfficientNet-Lite0 graph from the
 # dynamo exporter, statically quantised to int8 and cut at its middle node (node_Conv_812),
 # failed its lossless pair verification (max diff 0.153 at output scale 13.5, measured 2026-11-28)
 # where the TorchScript graph's passes. Split pairs use dynamo (aiflow_cli.onnx_io).
 COMPRESS_EXPORTER: Exporter = "torchscript"
-PPL_TOKENS = 16384
 OrtRun = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 

@@ -83,11 +83,13 @@ def save_artifact(root: Path, rel: str, proto: onnx.ModelProto, inputs: list[Ten
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
-    return artifact_of(root, rel, inputs, outputs)
+    return Artifact(file=rel, sha256=sha256_file(path), size_bytes=path.stat().st_size, inputs=inputs,
+                    outputs=outputs, exporter=exporter_of(proto))
 
 
 def artifact_of(root: Path, rel: str, inputs: list[TensorDecl], outputs: list[TensorDecl]) -> Artifact:
-    """The manifest entry of a written graph: its hash, size, declarations and exporter."""
+    """The manifest entry of a graph written by something else (a quantiser): its hash, size,
+    declarations and exporter, read from the file's graph without its external weights."""
     path = root / rel
     exporter = exporter_of(onnx.load(str(path), load_external_data=False))
     return Artifact(file=rel, sha256=sha256_file(path), size_bytes=path.stat().st_size, inputs=inputs,

@@ -43,7 +43,7 @@ from aiflow_cli.models.speculative import (
     decode_alone,
     speculate,
 )
-from aiflow_cli.onnx_io import OPSET, Exporter
+from aiflow_cli.onnx_io import OPSET, Exporter, check_exporter
 from aiflow_cli.schemas.manifest import (
     Artifact,
     CodecInfo,
@@ -158,19 +158,20 @@ def verify_speculative(directory: Path, manifest: Manifest, target: SegmentedMod
 
 def export_speculative(draft: SegmentedModel, target: SegmentedModel, out_dir: Path, force: bool = False,
                        progress: Callable[[str, int, int], None] | None = None, weights: str = "fp32",
-                       exporter: Exporter = "dynamo") -> Manifest:
+                       exporter: str = "dynamo") -> Manifest:
     """Write draft.onnx, target.onnx and the manifest to ``out_dir`` (all or nothing). ``weights``:
     ``fp32`` keeps the models' weights; ``int4`` makes every MatMul 4-bit (MatMulNBits)."""
     if weights not in WEIGHTS:
         raise InputError(f"--weights {weights}: expected one of {', '.join(WEIGHTS)}")
+    checked: Exporter = check_exporter(exporter)
     check_same_vocabulary(draft, target)
     with staged_dir(Path(out_dir), force) as tmp:
         if progress:
             progress("export draft", 0, 3)
-        draft_art = _export_lm(draft, tmp, f"{SPECULATIVE_DIR}/draft.onnx", weights, exporter)
+        draft_art = _export_lm(draft, tmp, f"{SPECULATIVE_DIR}/draft.onnx", weights, checked)
         if progress:
             progress("export target", 1, 3)
-        target_art = _export_lm(target, tmp, f"{SPECULATIVE_DIR}/target.onnx", weights, exporter)
+        target_art = _export_lm(target, tmp, f"{SPECULATIVE_DIR}/target.onnx", weights, checked)
         if progress:
             progress("verify", 2, 3)
         verification = _verify(draft_art, target_art, target, tmp, exact_reference=weights == "fp32")

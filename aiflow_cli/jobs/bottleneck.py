@@ -9,7 +9,7 @@ from typing import Callable
 from aiflow_cli.codecs.learned import LearnedBottleneckCodec
 from aiflow_cli.errors import InputError
 from aiflow_cli.models.segmented import SegmentedModel
-from aiflow_cli.onnx_io import Exporter
+from aiflow_cli.onnx_io import check_exporter
 from aiflow_cli.schemas.bottleneck import BottleneckReport, DataSplit
 from aiflow_cli.schemas.manifest import Manifest, PairCost
 from aiflow_cli.schemas.text_bottleneck import TextBottleneckReport
@@ -49,12 +49,13 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str | None, data: Path | 
                      export_dir: Path | None = None, force: bool = False,
                      progress: Callable[[str, int, int], None] | None = None, augment: int = 4,
                      target_bytes: float | None = None, refine: int | None = None,
-                     min_fidelity: float | None = None, exporter: Exporter = "dynamo") -> BottleneckOutcome:
+                     min_fidelity: float | None = None, exporter: str = "dynamo") -> BottleneckOutcome:
     """Image classifiers: the full study (baselines, exits, links, export). Causal LMs and sentence
     encoders: the per-token study of :func:`text_bottleneck` (``beta`` None: each kind's defaults)."""
     from aiflow_cli.models import load_model
     from aiflow_cli.split.links import resolve_links
 
+    exporter = check_exporter(exporter)
     model = load_model(spec)
     if model.task in TEXT_TASKS:
         if device is not None or link or bandwidth or exits or target_bytes is not None:

@@ -8,7 +8,7 @@ from typing import Callable
 
 from aiflow_cli.errors import InputError
 from aiflow_cli.models import load_model
-from aiflow_cli.onnx_io import Exporter, check_exporter
+from aiflow_cli.onnx_io import check_exporter
 from aiflow_cli.schemas.manifest import Manifest, PairCost
 from aiflow_cli.split.cost import DEVICE_ONLY, SERVER_ONLY, Link
 from aiflow_cli.split.planner import SplitResult, plan_split
@@ -28,12 +28,12 @@ def run_split(spec: str, device: Path | None, server: Path | None, links: list[L
               progress: Callable[[str, int, int], None] | None = None, accept_unstable: bool = False,
               device_runtime: str | None = None, server_runtime: str | None = None,
               server_batches: list[int] | None = None, requests_per_device: float = 30.0,
-              sensitivity: bool = False, exporter: Exporter = "dynamo") -> SplitOutcome:
+              sensitivity: bool = False, exporter: str = "dynamo") -> SplitOutcome:
     from aiflow_cli.codecs import make_codec
     from aiflow_cli.staging import check_output_dir
 
     make_codec(codec)
-    check_exporter(exporter)
+    exporter = check_exporter(exporter)
     if verify_count < 1:
         raise InputError(f"--verify-count must be at least 1, got {verify_count}", "for example --verify-count 50")
     if (device is None) != (server is None):
