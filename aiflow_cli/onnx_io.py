@@ -104,6 +104,30 @@ def _name_axes(proto: onnx.ModelProto, dynamic_axes: dict[str, dict[int, str]]) 
                 dim.dim_param = renamed[dim.dim_param]
 
 
+def _unpinned_outputs(proto: onnx.ModelProto, dynamic_axes: dict[str, dict[int, str]]) -> bool:
+    """Whether an output has a symbolic dimension that is not one of its dynamic axes."""
+    return any(dim.dim_param and axis not in dynamic_axes.get(value.name, {})
+               for value in proto.graph.output for axis, dim in enumerate(value.type.tensor_type.shape.dim))
+
+
+def _pin_static_dims(proto: onnx.ModelProto, module: nn.Module, inputs: tuple,
+                     dynamic_axes: dict[str, dict[int, str]]) -> None:
+    """Write the example's sizes into output dimensions that are static but came out symbolic.
+
+    The TorchScript exporter names a dimension it computed from shapes at run time (a pad to a
+    multiple of the block size, then ``pixel_unshuffle``: ``Castactivation_dim_2``) even where it
+    is fixed for every input; the manifest declares the fixed size, and ``split verify`` compares
+    the two. Only axes outside ``dynamic_axes`` are pinned; one forward pass gives the sizes.
+    (torch.export traces static sizes as constants, so dynamo graphs do not need this.)"""
+    if not _unpinned_outputs(proto, dynamic_axes):
+        return
+    outputs = tensors_of(_Flat(module, len(inputs)).eval()(*inputs))
+    for value, tensor in zip(proto.graph.output, outputs):
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.dim_param and axis not in dynamic_axes.get(value.name, {}) and axis < tensor.dim():
+                dim.dim_value = int(tensor.shape[axis])  # clears dim_param (a oneof)
+
+
 @contextlib.contextmanager
 def _quiet_progress() -> Iterator[None]:
     """The dynamo exporter logs every step ('Obtain model graph...', 'torchvision is not installed')
@@ -169,12 +193,16 @@ def _export(module: nn.Module, example: Any, path: Path | None, input_names: lis
                 proto, note = _torchscript(*args), f"torchscript (dynamo failed: {reason})"
         else:
             proto, note = _torchscript(*args), "torchscript"
-    if proto is None:  # written to path: edit the graph file, leaving external weights untouched
-        proto = onnx.load(str(path), load_external_data=False)
+        if proto is None:  # written to path: edit the graph file, leaving external weights untouched
+            written = onnx.load(str(path), load_external_data=False)
+            _finish(written, axes, note)
+            if note.startswith("torchscript"):
+                _pin_static_dims(written, module, inputs, axes)
+            onnx.save(written, str(path))
+            return None
         _finish(proto, axes, note)
-        onnx.save(proto, str(path))
-        return None
-    _finish(proto, axes, note)
+        if note.startswith("torchscript"):
+            _pin_static_dims(proto, module, inputs, axes)
     return proto
 
 

@@ -81,3 +81,23 @@ def test_an_unknown_exporter_is_refused_before_any_work(runner, tmp_path):
                                  str(tmp_path / "pair"), "--exporter", "onnxscript"])
     assert result.exit_code == 2 and "--exporter must be one of dynamo, torchscript" in result.stderr
     assert not (tmp_path / "pair").exists()
+
+
+class _Blocks(nn.Module):
+    """Pads 7x7 to 8x8 and packs 2x2 blocks: sizes computed from the input's shape at run time."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from aiflow_cli.codecs.learned import space_to_depth
+
+        return torch.round(space_to_depth(x, 2)).to(torch.int32)
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_an_output_size_computed_from_shapes_is_declared_as_the_fixed_size_it_is(exporter):
+    # the manifest declares (batch, 12, 4, 4); a graph saying (batch, 12, Cast..._dim_2, ...) fails split verify
+    proto = export_onnx(_Blocks(), torch.randn(1, 3, 7, 7), ["x"], ["q"], {"x": {0: "batch"}, "q": {0: "batch"}},
+                        exporter=exporter)
+    dims = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 12, 4, 4]
+    session = ort.InferenceSession(proto.SerializeToString())
+    assert session.run(None, {"x": np.zeros((3, 3, 7, 7), np.float32)})[0].shape == (3, 12, 4, 4)
