@@ -7,7 +7,7 @@ validation part of the data, figures reported on its test part with 95% interval
 
     .venv/bin/python benchmarks/bottleneck.py [--cuts block12,block13,block14,block15]
         [--betas 5e-5,1e-4,2e-4] [--exits block12,block15] [--out docs/bottleneck.json]
-        [--plot docs/bottleneck.png] [--augment 4] [--target-bytes N] [--refine K] [--export DIR]
+        [--plot docs/bottleneck.png] [--augment 0] [--patch 2] [--target-bytes N] [--refine K] [--export DIR] [--compare EARLIER.json]
 
 With ``--export DIR`` the operating point is exported and then replayed from the files alone:
 every test image through device.onnx, the range coder's real bytes, server.onnx, scored against
@@ -34,13 +34,17 @@ def main() -> None:
     ap.add_argument("--exits", default="block12,block15")
     ap.add_argument("--out", type=Path, default=REPO / "bench-bottleneck.json")
     ap.add_argument("--plot", type=Path, default=REPO / "bench-bottleneck.png")
-    ap.add_argument("--augment", type=int, default=4)
+    ap.add_argument("--augment", type=int, default=0)
+    ap.add_argument("--patch", type=int, default=2, help="block size the codec's transforms see (aiflow's default: 2)")
     ap.add_argument("--target-bytes", type=float)
     ap.add_argument("--refine", type=int)
+    ap.add_argument("--compare", type=Path, help="an earlier run's JSON (same data) whose learned points the plot "
+                                                     "also draws, dashed")
     ap.add_argument("--export", type=Path, help="export the operating point here and replay it from the files")
     args = ap.parse_args()
     cmd = [str(Path(sys.executable).with_name("aiflow")), "split", "zoo:efficientnet-lite0", "--bottleneck",
-           "--beta", args.betas, "--out", str(args.out), "--plot", str(args.plot), "--augment", str(args.augment)]
+           "--beta", args.betas, "--out", str(args.out), "--plot", str(args.plot), "--augment", str(args.augment),
+           "--patch", str(args.patch)]
     if args.target_bytes is not None:
         cmd += ["--target-bytes", f"{args.target_bytes:g}"]
     if args.refine is not None:
@@ -55,6 +59,12 @@ def main() -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.time() - t0
     report = json.loads(args.out.read_text())
+    if args.compare is not None:
+        from aiflow_cli.schemas.bottleneck import BottleneckReport
+        from aiflow_cli.split.bottleneck.plot import plot_rate_accuracy
+
+        earlier = BottleneckReport.model_validate_json(args.compare.read_text())
+        plot_rate_accuracy(BottleneckReport.model_validate(report), args.plot, earlier)
     print(render(report, " ".join(["aiflow", *cmd[1:]]), wall))
     if args.export is not None:
         print(replay(args.export, report))

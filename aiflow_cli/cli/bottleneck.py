@@ -20,7 +20,7 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: Optional[str], data: Optio
                    device: Optional[Path],
                    server: Optional[Path], link: list[Path], bandwidth: Optional[str], rtt: Optional[str],
                    profile: Optional[Path], export: Optional[Path], force: bool, plot: Optional[Path],
-                   out: Optional[Path], as_json: bool, augment: int = 4, target_bytes: Optional[float] = None,
+                   out: Optional[Path], as_json: bool, augment: int = 0, target_bytes: Optional[float] = None,
                    refine: Optional[int] = None, min_fidelity: Optional[float] = None,
                    exporter: str = "dynamo") -> None:
     from aiflow_cli.atomic import check_writable, write_text_atomic

@@ -43,11 +43,11 @@ class BottleneckOutcome:
 
 
 def bottleneck_split(spec: str, cuts: list[str], beta: str | None, data: Path | list[Path] | None, max_drop: float = 1.0,
-                     exits: list[str] | None = None, finetune_server: bool = False, epochs: int = 4, patch: int = 1,
+                     exits: list[str] | None = None, finetune_server: bool = False, epochs: int = 4, patch: int = 2,
                      jpeg_qualities: str | tuple[int, ...] = JPEG_QUALITIES, device: Path | None = None, server: Path | None = None, link: list[Path] | None = None,
                      bandwidth: str | None = None, rtt: str | None = None, host_profile: Path | None = None,
                      export_dir: Path | None = None, force: bool = False,
-                     progress: Callable[[str, int, int], None] | None = None, augment: int = 4,
+                     progress: Callable[[str, int, int], None] | None = None, augment: int = 0,
                      target_bytes: float | None = None, refine: int | None = None,
                      min_fidelity: float | None = None, exporter: str = "dynamo") -> BottleneckOutcome:
     """Image classifiers: the full study (baselines, exits, links, export). Causal LMs and sentence

@@ -109,6 +109,8 @@ class BottleneckReport(Strict):
     reference_validation: Share = Field(description="top-1 of the unsplit model on validation")
     reference_test: Share = Field(description="top-1 of the unsplit model on test")
     max_drop: float
+    patch: int = Field(default=1, description="block size the codec's transforms saw (--patch; reports before the "
+                                              "field existed used 1)")
     points: list[RatePoint]
     baselines: list[BaselinePoint]
     exits: list[ExitPoint] = Field(default_factory=list)

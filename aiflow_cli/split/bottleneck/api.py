@@ -288,7 +288,7 @@ def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], d
                        validation_inputs=len(first.validation), test_inputs=len(first.test)),
         reference_validation=share(first.validation.reference_correct.numpy()),
         reference_test=share(first.test.reference_correct.numpy()),
-        max_drop=max_drop, points=points, baselines=base, exits=exit_list, operating_point=operating,
+        max_drop=max_drop, patch=settings.patch, points=points, baselines=base, exits=exit_list, operating_point=operating,
         chosen=chosen, links=[lk.name for lk in links])
     return run
 

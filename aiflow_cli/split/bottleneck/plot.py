@@ -13,9 +13,10 @@ from aiflow_cli.schemas.text_bottleneck import TextBottleneckReport
 __all__ = ["plot_rate_accuracy", "plot_text_rate"]
 
 
-def plot_rate_accuracy(report: BottleneckReport, path: Path) -> None:
+def plot_rate_accuracy(report: BottleneckReport, path: Path, earlier: BottleneckReport | None = None) -> None:
     """Two panels (test top-1, test agreement) against bytes per image; learned points with their
-    95% intervals, baselines as curves, the unsplit model and the allowed drop as lines."""
+    95% intervals, baselines as curves, the unsplit model and the allowed drop as lines.
+    ``earlier``: another run's learned points (an earlier codec on the same test images), dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,6 +39,10 @@ def plot_rate_accuracy(report: BottleneckReport, path: Path) -> None:
             err = [[v.value - v.ci95[0] for v in values], [v.ci95[1] - v.value for v in values]]
             ax.errorbar([p.bytes_per_input for p in pts], [v.value for v in values], yerr=err, fmt="s-", lw=2.5,
                         capsize=3, label=f"learned@{cut} (95% CI)")
+        for cut in dict.fromkeys(p.cut for p in (earlier.points if earlier else [])):
+            pts = sorted((p for p in earlier.points if p.cut == cut), key=lambda p: p.bytes_per_input)
+            ax.plot([p.bytes_per_input for p in pts], [getattr(p.test, field).value for p in pts], "x--", color="k", lw=1.5,
+                    label=f"earlier codec@{cut} (patch {earlier.patch})")
         if field == "top1":
             ref = report.reference_test.value
             ax.axhline(ref, color="k", ls=":", lw=1, label="unsplit")

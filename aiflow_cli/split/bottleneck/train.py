@@ -56,8 +56,11 @@ Progress = Callable[[str, int, int], None]
 @dataclass
 class TrainSettings:
     channels: int | None = None  # latent channels; None keeps one per input dimension of a block
-    patch: int = 1  # the transforms see patch x patch blocks (1: every position on its own)
-    augment: int = 4  # augmented views (random resized crops, flips) per training image, added to the codec's data
+    # the transforms see patch x patch blocks (1: every position on its own; measured at block13:
+    # 2 sends 0.73-0.78x the bytes of 1 at the same beta and test agreement within 0.02, 3 is worse)
+    patch: int = 2
+    augment: int = 0  # augmented views (random resized crops, flips) per training image, added to the codec's data
+    # (measured at block13: no lower test drop at patch 1 or 2, 2-3x the training time; the knob stays)
     epochs: int = 4
     batch_size: int = 32
     learning_rate: float = 1e-2  # gains and density
