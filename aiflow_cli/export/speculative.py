@@ -89,13 +89,18 @@ def check_same_vocabulary(draft: SegmentedModel, target: SegmentedModel) -> None
                          "pick a draft with the target's output vocabulary")
 
 
-WEIGHTS = ("fp32", "int4")
+WEIGHTS = ("fp32", "int4", "int4-f32")
 INT4 = QuantizeInt4(kind="quantize", method="int4", algorithm="rtn", block_size=32, symmetric=True, accuracy_level=4)
+# The same 4-bit weights with fp32 arithmetic (MatMulNBits accuracy_level 1). With int8 compute
+# (level 4) the activations are quantised per pass, so a k-token verification and k one-token
+# steps see different scales and the logits differ by up to ~0.2, enough to flip near-ties of
+# greedy decoding; fp32 arithmetic leaves only summation-order differences. Slower at k > 1.
+INT4_F32 = INT4.model_copy(update={"accuracy_level": 1})
 
 
 def _export_lm(model: SegmentedModel, root: Path, rel: str, weights: str, exporter: Exporter) -> Artifact:
     """One KV-cached graph. ``int4``: every MatMul weight 4-bit (MatMulNBits, blocks of 32, int8
-    compute), exported first in fp32 with external data (a 1.5B model is 7 GB in fp32, over
+    compute; ``int4-f32``: fp32 compute), exported first in fp32 with external data (a 1.5B model is 7 GB in fp32, over
     protobuf's 2 GB), then quantised into one file."""
     hf = model.extras["hf_model"]
     if weights == "fp32":
@@ -112,7 +117,7 @@ def _export_lm(model: SegmentedModel, root: Path, rel: str, weights: str, export
     with tempfile.TemporaryDirectory(dir=root, prefix=".float-") as work:
         fp32 = Path(work) / "float.onnx"
         inputs, outputs = kv_lm_onnx_file(hf, fp32, exporter)
-        quantize_int4_stage(fp32, path, INT4, None)
+        quantize_int4_stage(fp32, path, INT4_F32 if weights == "int4-f32" else INT4, None)
     return artifact_of(root, rel, inputs, outputs)
 
 
@@ -160,7 +165,8 @@ def export_speculative(draft: SegmentedModel, target: SegmentedModel, out_dir: P
                        progress: Callable[[str, int, int], None] | None = None, weights: str = "fp32",
                        exporter: str = "dynamo") -> Manifest:
     """Write draft.onnx, target.onnx and the manifest to ``out_dir`` (all or nothing). ``weights``:
-    ``fp32`` keeps the models' weights; ``int4`` makes every MatMul 4-bit (MatMulNBits)."""
+    ``fp32`` keeps the models' weights; ``int4`` makes every MatMul 4-bit (MatMulNBits, int8
+    arithmetic); ``int4-f32`` keeps the 4-bit weights but computes in fp32 (see ``INT4_F32``)."""
     if weights not in WEIGHTS:
         raise InputError(f"--weights {weights}: expected one of {', '.join(WEIGHTS)}")
     checked: Exporter = check_exporter(exporter)

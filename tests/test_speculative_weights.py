@@ -1,0 +1,58 @@
+"""Which 4-bit graph keeps greedy speculative decoding lossless.
+
+Speculative decoding is lossless only if the target's logits for a position do not depend on
+whether the position was verified in a k-token pass or decoded one token at a time. A tiny random
+Llama (logic, not a claim about a zoo model) exported both ways shows the difference:
+MatMulNBits with int8 compute (``--weights int4``) quantises the activations per pass, so the
+two ways round apart; fp32 compute on the same 4-bit weights (``--weights int4-f32``) leaves only
+summation order.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from aiflow_cli.export.speculative import _export_lm
+from aiflow_cli.models.speculative import KVSession
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    return SimpleNamespace(extras={"hf_model": LlamaForCausalLM(cfg).eval()}, spec="tiny-llama")
+
+
+def _k_pass_vs_single_steps(path, inputs, ids: list[int], past: int) -> float:
+    """max |logits of a (len(ids) - past)-token pass - the same positions decoded one by one|"""
+    session = KVSession.open(path, inputs, threads=1)
+    session.feed(ids[:past])
+    many = session.feed(ids[past:])
+    session.reset()
+    session.feed(ids[:past])
+    one = np.stack([session.feed([token])[-1] for token in ids[past:]])
+    return float(np.abs(many - one).max())
+
+
+@pytest.mark.parametrize("weights, level, bound", [("int4", 4, None), ("int4-f32", 1, 1e-5)])
+def test_a_k_token_verification_matches_single_steps_only_with_fp32_compute(tiny_llama, tmp_path, weights, level,
+                                                                           bound):
+    art = _export_lm(tiny_llama, tmp_path, f"{weights}.onnx", weights, "torchscript")
+    graph = onnx.load(str(tmp_path / art.file))
+    levels = {a.i for n in graph.graph.node if n.op_type == "MatMulNBits" for a in n.attribute
+              if a.name == "accuracy_level"}
+    assert levels == {level}
+    ids = [int(i) for i in np.random.default_rng(0).integers(0, 512, 40)]
+    diff = _k_pass_vs_single_steps(tmp_path / art.file, art.inputs, ids, past=32)
+    if bound is None:
+        assert diff > 1e-3  # int8 activations: the two ways round apart (7e-3 here, ~0.2 on Qwen's logits)
+    else:
+        assert diff < bound  # fp32 arithmetic: summation order only (3e-7 here)
