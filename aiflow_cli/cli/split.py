@@ -358,8 +358,8 @@ def speculative_cmd(
                                                            "4-bit, MatMulNBits with int8 compute: needed for models "
                                                            "over 2 GB in fp32, e.g. the Qwen pair; k-token and "
                                                            "1-token passes can round apart and flip near-ties) or "
-                                                           "int4-f32 (the same weights, fp32 compute: slower at "
-                                                           "k > 1, no such flips).")] = "fp32",
+                                                           "int4-f32 (the same weights, fp32 compute: 2-3x slower "
+                                                           "here, no such flips).")] = "fp32",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing export folder.")] = False,
     exporter: Annotated[str, typer.Option(
         "--exporter", help="ONNX exporter: dynamo (default) or torchscript (7-27x faster to export).")] = "dynamo",
