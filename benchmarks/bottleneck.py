@@ -43,8 +43,9 @@ def main() -> None:
     ap.add_argument("--export", type=Path, help="export the operating point here and replay it from the files")
     args = ap.parse_args()
     cmd = [str(Path(sys.executable).with_name("aiflow")), "split", "zoo:efficientnet-lite0", "--bottleneck",
-           "--beta", args.betas, "--out", str(args.out), "--plot", str(args.plot), "--augment", str(args.augment),
-           "--patch", str(args.patch)]
+           "--beta", args.betas, "--out", str(args.out), "--augment", str(args.augment), "--patch", str(args.patch)]
+    if args.compare is None:  # with --compare the plot is drawn here, once, with the earlier codec on it
+        cmd += ["--plot", str(args.plot)]
     if args.target_bytes is not None:
         cmd += ["--target-bytes", f"{args.target_bytes:g}"]
     if args.refine is not None:
