@@ -117,8 +117,7 @@ def _pin_static_dims(proto: onnx.ModelProto, module: nn.Module, inputs: tuple,
     The TorchScript exporter names a dimension it computed from shapes at run time (a pad to a
     multiple of the block size, then ``pixel_unshuffle``: ``Castactivation_dim_2``) even where it
     is fixed for every input; the manifest declares the fixed size, and ``split verify`` compares
-    the two. Only axes outside ``dynamic_axes`` are pinned; one forward pass gives the sizes.
-    (torch.export traces static sizes as constants, so dynamo graphs do not need this.)"""
+    the two. Only axes outside ``dynamic_axes`` are pinned; one forward pass gives the sizes."""
     if not _unpinned_outputs(proto, dynamic_axes):
         return
     outputs = tensors_of(_Flat(module, len(inputs)).eval()(*inputs))
@@ -193,21 +192,22 @@ def _export(module: nn.Module, example: Any, path: Path | None, input_names: lis
                 proto, note = _torchscript(*args), f"torchscript (dynamo failed: {reason})"
         else:
             proto, note = _torchscript(*args), "torchscript"
-        if proto is None:  # written to path: edit the graph file, leaving external weights untouched
-            written = onnx.load(str(path), load_external_data=False)
-            _finish(written, axes, note)
-            if note.startswith("torchscript"):
-                _pin_static_dims(written, module, inputs, axes)
-            onnx.save(written, str(path))
-            return None
-        _finish(proto, axes, note)
-        if note.startswith("torchscript"):
-            _pin_static_dims(proto, module, inputs, axes)
-    return proto
+        # a graph written to path is edited in its file; its external weights stay untouched
+        graph = proto if proto is not None else onnx.load(str(path), load_external_data=False)
+        _finish(graph, axes, note, module, inputs)
+    if proto is None:
+        onnx.save(graph, str(path))
+        return None
+    return graph
 
 
-def _finish(proto: onnx.ModelProto, dynamic_axes: dict[str, dict[int, str]], exporter: str) -> None:
+def _finish(proto: onnx.ModelProto, dynamic_axes: dict[str, dict[int, str]], exporter: str, module: nn.Module,
+            inputs: tuple) -> None:
+    """Axis names, fixed sizes (TorchScript only: torch.export traces them as constants) and the
+    exporter's name in the graph's metadata."""
     _name_axes(proto, dynamic_axes)
+    if exporter.startswith("torchscript"):
+        _pin_static_dims(proto, module, inputs, dynamic_axes)
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = EXPORTER_KEY, exporter
