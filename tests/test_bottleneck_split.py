@@ -67,8 +67,10 @@ def test_operating_point_is_chosen_on_validation_and_judged_by_its_test_interval
     report = bottleneck_run[0]
     (point,) = report["points"]
     op = report["operating_point"]
-    assert op["chosen_on"] == "validation" and (op["cut"], op["beta"]) == (CUT, 1e-4)
-    assert op["within_max_drop_on_validation"] == (point["validation"]["drop"]["points"] <= report["max_drop"])
+    assert op["chosen_on"] == "train+validation" and (op["cut"], op["beta"]) == (CUT, 1e-4)
+    selection = point["selection"]
+    assert selection["drop"]["n"] == report["data"]["train_inputs"] + report["data"]["validation_inputs"]
+    assert op["within_max_drop_on_validation"] == (selection["drop"]["points"] <= report["max_drop"])
     assert op["test_drop"] == point["test"]["drop"]
     assert op["test_supports_max_drop"] == (op["test_drop"]["ci95"][1] <= report["max_drop"])
 
@@ -371,6 +373,32 @@ def test_a_byte_target_picks_the_most_accurate_point_within_it_on_validation():
     assert (op.beta, op.target_bytes) == (3e-5, 1000)  # 1,020 B is within 3% of the target; 1,500 B is not
     assert not op.within_max_drop_on_validation  # its validation drop (3 points) is reported as it is
     assert choose_operating_point(points, max_drop=1.0).beta == 1e-5  # without a target: fewest bytes within 1 point
+
+
+def test_the_choice_reads_the_drop_on_training_inputs_and_validation_together_when_measured():
+    """239 validation images flipped fewer answers than test for the same distortion; the drop
+    on the training inputs and validation together decides, where a point has it."""
+    from aiflow_cli.schemas.bottleneck import RatePoint, Scores
+    from aiflow_cli.split.bottleneck.api import choose_operating_point
+    from aiflow_cli.stats import drop_of, share
+
+    def scores(n: int, wrong: int) -> Scores:
+        hits = np.arange(n) >= wrong
+        return Scores(top1=share(hits), agreement=share(hits), drop=drop_of(np.ones(n, bool), hits), kl=0.1)
+
+    def point(beta: float, nbytes: float, val_wrong: int, pooled_wrong: int | None) -> RatePoint:
+        return RatePoint(cut=CUT, beta=beta, bytes_per_input=nbytes, estimated_bytes_per_input=nbytes,
+                         validation_bytes_per_input=nbytes, validation=scores(200, val_wrong),
+                         selection=None if pooled_wrong is None else scores(2000, pooled_wrong),
+                         test=scores(400, 4), train_seconds=1.0, encode_ms=0.1, decode_ms=0.1)
+
+    # the cheaper point is within a point on validation (0.5) but not on both parts (1.5)
+    points = [point(1e-5, 1200, 0, 10), point(3e-5, 800, 1, 30)]
+    op = choose_operating_point(points, max_drop=1.0)
+    assert (op.beta, op.chosen_on, op.within_max_drop_on_validation) == (1e-5, "train+validation", True)
+    legacy = [p.model_copy(update={"selection": None}) for p in points]  # reports without it: validation alone
+    op = choose_operating_point(legacy, max_drop=1.0)
+    assert (op.beta, op.chosen_on) == (3e-5, "validation")
 
 
 @needs_imagenet

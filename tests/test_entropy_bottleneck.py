@@ -139,7 +139,7 @@ def test_two_by_two_blocks_round_trip_odd_sizes_and_rebuild_from_spec():
     x = torch.randn(10, 4, 5, 5) * 3 + 1
     server = nn.Sequential(nn.Conv2d(4, 3, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
     fisher = task_fisher(server, x, patch=2)
-    assert fisher.shape == (16, 16)
+    assert fisher.shape == (4, 16, 16)  # whole blocks, right edge, bottom edge, corner
     net = BottleneckNet(4, 16, patch=2)
     net.init_task_aware(x, torch.eye(16), 0.01)  # fine step, full rank: reconstruction is near exact
     net.eval()
@@ -151,3 +151,48 @@ def test_two_by_two_blocks_round_trip_odd_sizes_and_rebuild_from_spec():
     assert back.shape == x[:1].shape and (back - x[:1]).abs().max() < 0.02
     again = codec_from_spec(codec.spec())
     assert again.net.patch == 2 and again.net.size == (5, 5)
+    assert np.array_equal(again.unpack(codec.pack(wire.numpy())), wire.numpy())
+
+
+def test_blocks_over_an_odd_edge_code_only_their_real_positions():
+    """A 2x2 block over the right edge of a 5x5 activation holds 2 real positions (8 numbers of 4
+    channels), the corner block 1: their transforms have 8 and 4 channels, the rest of the wire is
+    zero there, and none of it is coded."""
+    from aiflow_cli.codecs.learned import block_kinds
+
+    kind_map, real = block_kinds((5, 5), 2)
+    assert kind_map == [[0, 0, 1], [0, 0, 1], [2, 2, 3]] and real == [(0, 1, 2, 3), (0, 2), (0, 1), (0,)]
+    torch.manual_seed(0)
+    x = torch.randn(10, 4, 5, 5) * 3 + 1
+    net = BottleneckNet(4, 16, patch=2)
+    net.init_task_aware(x, torch.eye(16), 0.5)
+    net.eval()
+    net.fit_support([x])
+    assert [k.channels for k in net.kinds] == [16, 8, 8, 4]
+    wire = LearnedBottleneckCodec(net).device_module()(torch.randn(3, 4, 5, 5) * 50)  # far outside the training range
+    assert (wire[:, 8:, :, 2] == 0).all() and (wire[:, 8:, 2, :] == 0).all() and (wire[:, 4:, 2, 2] == 0).all()
+    tables = net.tables()
+    assert len(tables.pmfs) == 16 + 8 + 8 + 4
+    # bits are counted for the used channels only: 4 whole blocks x 16 + 2 x 8 + 2 x 8 + 4 symbols
+    uniform = EntropyTables(tables.offsets, [np.ones(len(p)) / len(p) for p in tables.pmfs], tables.kind_map,
+                            tables.kind_channels)
+    expected = sum(np.log2(len(p)) * n for p, n in zip(tables.pmfs, [4] * 16 + [2] * 16 + [1] * 4))
+    assert uniform.bits(wire[:1].numpy()) == pytest.approx(expected)
+
+
+def test_a_manifest_from_before_block_kinds_is_refused_where_blocks_overhang_an_edge():
+    """Its tables code every channel of every block with one shared transform's statistics:
+    decoding it with per-kind tables would be wrong, so it is refused with the fix."""
+    from aiflow_cli.errors import ConfigError
+
+    torch.manual_seed(0)
+    x = torch.randn(10, 4, 5, 5)
+    net = BottleneckNet(4, 16, patch=2)
+    net.init_task_aware(x, torch.eye(16), 0.5)
+    net.eval()
+    net.fit_support([x])
+    params = dict(LearnedBottleneckCodec(net).spec().params)
+    for key in ("kind_map", "kind_channels"):
+        del params[key]
+    with pytest.raises(ConfigError, match="re-export"):
+        LearnedBottleneckCodec.from_params(params)

@@ -115,11 +115,12 @@ def _render(report, wide: bool = False) -> None:  # noqa: ANN001
                   f"{augmented} ({d.rule})", highlight=False)
     jpeg90 = next((b.bytes_per_input for b in report.baselines if b.name == "jpeg-q90"), None)
     table = Table(title="learned bottleneck: rate vs accuracy (test, 95% CI)", title_style="bold",
-                  caption="val drop: the drop on validation, where the operating point is chosen"
+                  caption="choice drop: the drop on the training inputs and validation together, where the operating "
+                          "point is chosen"
                           + ("; uniform: bytes the uniform baseline needs for the same test agreement" if wide
                              else "; --wide: top-1, agreement, uniform"))
-    cols = (("cut", "beta", "bytes", "top-1", "drop (points)", "val drop", "agree", "uniform", "JPEG q90/") if wide
-            else ("cut", "beta", "bytes", "test drop (points)", "val drop", "JPEG q90/"))
+    cols = (("cut", "beta", "bytes", "top-1", "drop (points)", "choice drop", "agree", "uniform", "JPEG q90/") if wide
+            else ("cut", "beta", "bytes", "test drop (points)", "choice drop", "JPEG q90/"))
     for col in cols:
         table.add_column(col, justify="left" if col == "cut" else "right")
     for p in report.points:
@@ -127,18 +128,19 @@ def _render(report, wide: bool = False) -> None:  # noqa: ANN001
         jpeg = "-" if jpeg90 is None else f"{jpeg90 / p.bytes_per_input:.1f}x"
         if wide:
             table.add_row(p.cut, f"{p.beta:g}", f"{p.bytes_per_input:,.0f}", fmt_share(p.test.top1),
-                          fmt_drop(p.test.drop), f"{p.validation.drop.points:+.1f}", f"{p.test.agreement.value:.3f}",
+                          fmt_drop(p.test.drop), f"{p.choice_drop:+.1f}", f"{p.test.agreement.value:.3f}",
                           "-" if uni is None else f"{p.bytes_per_input / uni:.2f}x", jpeg)
         else:
             table.add_row(p.cut, f"{p.beta:g}", f"{p.bytes_per_input:,.0f}", fmt_drop(p.test.drop),
-                          f"{p.validation.drop.points:+.1f}", jpeg)
+                          f"{p.choice_drop:+.1f}", jpeg)
     show(table)
     op = report.operating_point
     if op is not None:
         verdict = "supports" if op.test_supports_max_drop else "does not support"
         rule = (f"most accurate within {op.target_bytes:,.0f} B" if op.target_bytes
                  else f"fewest bytes within {report.max_drop:g} point")
-        console.print(f"operating point (chosen on validation: {rule}): {op.cut}, beta {op.beta:g}: "
+        where = "training inputs + validation" if op.chosen_on == "train+validation" else "validation"
+        console.print(f"operating point (chosen on {where}: {rule}): {op.cut}, beta {op.beta:g}: "
                       f"{op.test_bytes_per_input:,.0f} B, test drop {fmt_drop(op.test_drop)} points; the test interval "
                       f"{verdict} 'within {report.max_drop:g} point'", highlight=False)
     if report.links:

@@ -98,7 +98,9 @@ def split_cmd(
     auto: Annotated[bool, typer.Option(
         "--auto", help="With --bottleneck: search every --cut x --beta (x --exit) for the fastest plan per link.")] = False,
     max_drop: Annotated[float, typer.Option(
-        "--max-drop", help="With --bottleneck: allowed top-1 drop in points (exits and --auto).")] = 1.0,
+        "--max-drop", help="With --bottleneck: allowed top-1 drop in points: the operating point is the fewest "
+                           "validation bytes within it on the training images and validation together (never test); "
+                           "exits and --auto keep within it too.")] = 1.0,
     exit_cut: Annotated[Optional[list[str]], typer.Option(
         "--exit", help="Early-exit head at this cut (repeatable). Alone: measure exits (image classifiers on "
                        "--data, causal LMs on WikiText-2); with --bottleneck: plan and export them too.")] = None,
@@ -118,7 +120,7 @@ def split_cmd(
                                "the operating point.")] = None,
     refine: Annotated[Optional[int], typer.Option(
         "--refine", help="With --bottleneck: extra trainings per cut that move beta toward --target-bytes, or "
-                         "without it toward the largest beta within --max-drop on validation (default: 2 with "
+                         "without it toward the largest beta within --max-drop (training images and validation) (default: 2 with "
                          "--target-bytes, else 0).")] = None,
     patch: Annotated[int, typer.Option(
         "--patch", help="With --bottleneck: transform p x p blocks of the activation. 2 (default) uses "

@@ -84,11 +84,22 @@ class FactorizedDensity(nn.Module):
 
 
 class EntropyTables:
-    """Per-channel categorical tables and the range coder that uses them."""
+    """Categorical tables and the range coder that uses them.
 
-    def __init__(self, offsets: list[int], pmfs: list[np.ndarray]) -> None:
-        self.offsets = offsets
+    Without a layout there is one table per channel, over every position. With a layout
+    (``kind_map``: the kind of every position of the (H, W) grid; ``kind_channels``: how many
+    channels each kind uses) the tables run kind by kind, one per used channel of that kind, each
+    over that kind's positions; the channels a kind does not use are zero and cost nothing.
+    """
+
+    def __init__(self, offsets: list[int], pmfs: list[np.ndarray], kind_map: list[list[int]] | None = None,
+                 kind_channels: list[int] | None = None) -> None:
+        self.offsets = [int(o) for o in offsets]
         self.pmfs = [np.asarray(p, dtype=np.float64) for p in pmfs]
+        self.kind_map = kind_map
+        self.kind_channels = kind_channels
+        if kind_map is not None and sum(kind_channels or []) != len(self.pmfs):
+            raise ValueError(f"{len(self.pmfs)} tables for kinds using {kind_channels} channels")
 
     @property
     def lo(self) -> np.ndarray:
@@ -98,11 +109,29 @@ class EntropyTables:
     def hi(self) -> np.ndarray:
         return np.array([o + len(p) - 1 for o, p in zip(self.offsets, self.pmfs)])
 
+    def _slots(self, shape: tuple[int, ...]):
+        """(table index, channel, grid rows, grid columns) in coding order, for a (N, C, H, W) wire."""
+        _, c, h, w = shape
+        if self.kind_map is None:
+            rows, cols = np.divmod(np.arange(h * w), w)
+            for ch in range(c):
+                yield ch, ch, rows, cols
+            return
+        grid = np.asarray(self.kind_map)
+        if grid.shape != (h, w):
+            raise ValueError(f"the tables are for a {grid.shape} grid, the symbols have {(h, w)}")
+        table = 0
+        for kind, used in enumerate(self.kind_channels or []):
+            rows, cols = np.nonzero(grid == kind)
+            for ch in range(used):
+                yield table, ch, rows, cols
+                table += 1
+
     def bits(self, q: np.ndarray) -> float:
         """Information content of integer symbols q (N, C, H, W) under the tables: -sum log2 p."""
         total = 0.0
-        for ch, (off, pmf) in enumerate(zip(self.offsets, self.pmfs)):
-            total += -np.log2(pmf[q[:, ch].reshape(-1) - off]).sum()
+        for t, ch, rows, cols in self._slots(q.shape):
+            total += -np.log2(self.pmfs[t][q[:, ch, rows, cols].reshape(-1) - self.offsets[t]]).sum()
         return float(total)
 
     def encode(self, q: np.ndarray) -> bytes:
@@ -110,10 +139,11 @@ class EntropyTables:
 
         n, c, h, w = q.shape
         coder = constriction.stream.queue.RangeEncoder()
-        for ch, (off, pmf) in enumerate(zip(self.offsets, self.pmfs)):
+        for t, ch, rows, cols in self._slots(q.shape):
+            pmf = self.pmfs[t]
             if len(pmf) == 1:  # a channel with one possible symbol carries no information: nothing to code
                 continue
-            symbols = (q[:, ch].reshape(-1) - off).astype(np.int32)
+            symbols = (q[:, ch, rows, cols].reshape(-1) - self.offsets[t]).astype(np.int32)
             coder.encode(symbols, constriction.stream.model.Categorical(pmf, perfect=False))
         return struct.pack("<4H", n, c, h, w) + coder.get_compressed().tobytes()
 
@@ -123,18 +153,21 @@ class EntropyTables:
         n, c, h, w = struct.unpack("<4H", data[:HEADER_BYTES])
         words = np.frombuffer(data[HEADER_BYTES:], dtype=np.uint32)
         decoder = constriction.stream.queue.RangeDecoder(words)
-        q = np.empty((n, c, h, w), dtype=np.int32)
-        for ch, (off, pmf) in enumerate(zip(self.offsets, self.pmfs)):
+        q = np.zeros((n, c, h, w), dtype=np.int32)
+        for t, ch, rows, cols in self._slots(q.shape):
+            pmf, off = self.pmfs[t], self.offsets[t]
             if len(pmf) == 1:
-                q[:, ch] = off
+                q[:, ch, rows, cols] = off
                 continue
-            symbols = decoder.decode(constriction.stream.model.Categorical(pmf, perfect=False), n * h * w)
-            q[:, ch] = (np.asarray(symbols) + off).reshape(n, h, w)
+            symbols = decoder.decode(constriction.stream.model.Categorical(pmf, perfect=False), n * len(rows))
+            q[:, ch, rows, cols] = (np.asarray(symbols) + off).reshape(n, len(rows))
         return q
 
     def to_params(self) -> dict:
-        return {"offsets": self.offsets, "pmfs": [[round(float(v), 12) for v in p] for p in self.pmfs]}
+        layout = {} if self.kind_map is None else {"kind_map": self.kind_map, "kind_channels": self.kind_channels}
+        return {"offsets": self.offsets, "pmfs": [[round(float(v), 12) for v in p] for p in self.pmfs], **layout}
 
     @classmethod
     def from_params(cls, params: dict) -> "EntropyTables":
-        return cls(params["offsets"], [np.array(p) for p in params["pmfs"]])
+        return cls(params["offsets"], [np.array(p) for p in params["pmfs"]], params.get("kind_map"),
+                   params.get("kind_channels"))

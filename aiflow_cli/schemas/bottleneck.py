@@ -37,6 +37,9 @@ class RatePoint(Strict):
     estimated_bytes_per_input: float = Field(description="test: mean -log2 p(q) / 8 under the coded tables")
     validation_bytes_per_input: float
     validation: Scores
+    selection: Optional[Scores] = Field(
+        None, description="the training inputs (mirrors included) and validation together, through the deployed "
+        "codec: the drop every choice reads")
     test: Scores
     uniform_bytes_at_equal_agreement: Optional[float] = Field(
         None, description="test: bytes the uniform baseline at this cut needs for the same agreement (interpolated)")
@@ -44,6 +47,12 @@ class RatePoint(Strict):
     encode_ms: float
     decode_ms: float
     latency_ms: dict[str, float] = Field(default_factory=dict, description="predicted per link (no exit)")
+
+    @property
+    def choice_drop(self) -> float:
+        """The drop a choice reads: training inputs and validation together (``selection``), or
+        validation alone in reports made before that existed."""
+        return (self.selection or self.validation).drop.points
 
 
 class BaselinePoint(Strict):
@@ -80,14 +89,17 @@ class JointChoice(Strict):
 
 
 class OperatingPoint(Strict):
-    """The (cut, beta) exported: fewest validation bytes whose validation drop is within ``max_drop``;
-    with a byte target, the most accurate point on validation within it."""
+    """The (cut, beta) exported: fewest validation bytes whose drop on the data choices read
+    (``chosen_on``) is within ``max_drop``; with a byte target, the most accurate point there within it."""
 
     cut: str
     beta: float
-    chosen_on: Literal["validation"] = "validation"
+    chosen_on: Literal["validation", "train+validation"] = Field(
+        "validation", description="the drop read: validation alone, or the training inputs and validation together")
     target_bytes: float | None = Field(default=None, description="--target-bytes: the validation byte budget it met")
-    within_max_drop_on_validation: bool = Field(description="false: no point qualified; the most accurate was taken")
+    within_max_drop_on_validation: bool = Field(
+        description="within max_drop on the data it was chosen on (chosen_on); false: no point qualified, the most "
+        "accurate there was taken")
     test_bytes_per_input: float
     test_drop: Drop
     test_supports_max_drop: bool = Field(description="the upper end of the test drop's 95% interval is <= max_drop")

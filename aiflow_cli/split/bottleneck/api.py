@@ -2,9 +2,11 @@
 
 For each cut: cache frozen-backbone features, estimate the task's Fisher information once,
 train one bottleneck per beta on the *train* part, and measure every point and every baseline
-with real range coding. Every choice is made on *validation* (the exported operating point,
-exit thresholds, ``--auto``); every reported figure is measured on *test*, with its sample size
-and 95% interval. With links, each point gets a predicted latency and ``auto`` picks, per link,
+with real range coding. No choice reads a test figure: the exported operating point and
+``--auto`` read the drop on the training inputs and validation together (``RatePoint.selection``:
+the codec hardly over-fits, and validation alone was too small to rank points a point apart),
+exit thresholds read validation; every reported figure is measured on *test*, with its sample
+size and 95% interval. With links, each point gets a predicted latency and ``auto`` picks, per link,
 the fastest (cut, beta, exit) whose validation drop stays within ``max_drop`` points.
 
 Rate control, so the user need not guess beta: after the given betas, ``refine`` more trainings
@@ -257,13 +259,15 @@ def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], d
                 continue
             point = train_bottleneck(server_half, feats, beta, settings, progress=progress, fisher=fisher)
             run.trained[(cut, beta)] = point
-            tried[beta] = (point.validation.bytes_per_input, point.validation.scores.drop.points)
+            tried[beta] = (point.validation.bytes_per_input,
+                           (point.selection or point.validation.scores).drop.points)
             enc_ms, dec_ms = _codec_times(point, feats)
             points.append(RatePoint(
                 cut=cut, beta=beta, bytes_per_input=point.test.bytes_per_input,
                 estimated_bytes_per_input=point.test.estimated_bytes_per_input,
                 validation_bytes_per_input=point.validation.bytes_per_input,
-                validation=point.validation.scores, test=point.test.scores, train_seconds=point.seconds,
+                validation=point.validation.scores, selection=point.selection, test=point.test.scores,
+                train_seconds=point.seconds,
                 encode_ms=enc_ms, decode_ms=dec_ms,
                 uniform_bytes_at_equal_agreement=interpolate_bytes_at(curve, point.test.scores.agreement.value),
                 latency_ms={lk.name: _split_latency(index, point.test.bytes_per_input, enc_ms, dec_ms, device, server,
@@ -301,22 +305,23 @@ def _rule() -> str:
 
 def choose_operating_point(points: list[RatePoint], max_drop: float, target_bytes: float | None = None
                            ) -> OperatingPoint | None:
-    """Fewest validation bytes whose validation drop is within ``max_drop``; else the most accurate
-    on validation. With ``target_bytes``: the most accurate on validation among points within it
-    (3% tolerance; none: the fewest bytes). Reported with its test drop and whether the test
-    interval supports ``max_drop``."""
+    """Fewest validation bytes whose drop on the training inputs and validation together is within
+    ``max_drop``; else the most accurate there. With ``target_bytes``: the most accurate among
+    points within it on validation bytes (3% tolerance; none: the fewest bytes). Never a test
+    figure; reported with its test drop and whether the test interval supports ``max_drop``."""
     if not points:
         return None
-    ok = [p for p in points if p.validation.drop.points <= max_drop + 1e-9]
+    ok = [p for p in points if p.choice_drop <= max_drop + 1e-9]
     if target_bytes is not None:
         fits = [p for p in points if p.validation_bytes_per_input <= target_bytes * 1.03]
-        pick = (max(fits, key=lambda p: (p.validation.top1.value, -p.validation_bytes_per_input)) if fits
+        pick = (min(fits, key=lambda p: (p.choice_drop, p.validation_bytes_per_input)) if fits
                 else min(points, key=lambda p: p.validation_bytes_per_input))
     else:
         pick = (min(ok, key=lambda p: p.validation_bytes_per_input) if ok
-                else max(points, key=lambda p: p.validation.top1.value))
+                else min(points, key=lambda p: p.choice_drop))
     return OperatingPoint(cut=pick.cut, beta=pick.beta, target_bytes=target_bytes,
-                          within_max_drop_on_validation=pick.validation.drop.points <= max_drop + 1e-9,
+                          chosen_on="train+validation" if pick.selection else "validation",
+                          within_max_drop_on_validation=pick.choice_drop <= max_drop + 1e-9,
                           test_bytes_per_input=pick.bytes_per_input, test_drop=pick.test.drop,
                           test_supports_max_drop=pick.test.drop.supports_within(max_drop))
 
@@ -369,7 +374,7 @@ def _choose(model: SegmentedModel, points: list[RatePoint], trained: dict[tuple[
                            validation_drop=0.0, expected_latency_ms=device.span_ms(0, len(device.segment_ms)))
         best_key: tuple[RatePoint, ExitResult | None] | None = None
         for p in points:
-            options: list[tuple[ExitResult | None, float, float]] = [(None, p.latency_ms[lk.name], p.validation.drop.points)]
+            options: list[tuple[ExitResult | None, float, float]] = [(None, p.latency_ms[lk.name], p.choice_drop)]
             for e in exits.values():
                 if model.cut_index(e.cut) <= model.cut_index(p.cut):
                     early = device.span_ms(0, model.cut_index(e.cut) + 1)

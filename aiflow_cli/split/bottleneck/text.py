@@ -218,10 +218,10 @@ def train_text_codec(train: TextPart, fisher: torch.Tensor, beta: float, warmup_
     net.init_task_aware(x, fisher, step_for_beta(beta))
     with torch.no_grad():
         latents = net.encode(x)
-    opt = torch.optim.Adam(net.density.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(net.density_parameters(), lr=1e-2)
     for _ in range(warmup_steps):
         z = latents[torch.randint(0, len(latents), (batch,))]
-        rate = -torch.log2(net.density.likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5))).sum() / batch
+        rate = -torch.log2(net.likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5))).sum() / batch
         opt.zero_grad(set_to_none=True)
         rate.backward()
         opt.step()

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from aiflow_cli.codecs.learned import (
     BottleneckNet,
     LearnedBottleneckCodec,
+    block_kinds,
     space_to_depth,
     step_for_beta,
 )
@@ -48,7 +49,7 @@ from aiflow_cli.split.bottleneck.features import CutFeatures, SplitFeatures
 from aiflow_cli.split.bottleneck.scoring import score_logits
 
 __all__ = ["TrainSettings", "CodecRate", "TrainedPoint", "train_bottleneck", "evaluate_codec", "task_fisher",
-           "validation_loss"]
+           "validation_loss", "deployed_scores"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -90,6 +91,7 @@ class TrainedPoint:
     validation: CodecRate
     test: CodecRate
     seconds: float
+    selection: Scores | None = None  # training inputs and validation together (see CutFeatures.selection)
 
 
 def _kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -98,15 +100,20 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 def task_fisher(server: nn.Module, x: torch.Tensor, samples: int = 4, batch: int = 50, seed: int = 0,
                 patch: int = 1) -> torch.Tensor:
-    """(D, D), D = C*patch^2: E over inputs of sum over blocks of g g^T, g = d log p(y~|x) / dx
-    over one patch x patch block (``space_to_depth``).
+    """(K, D, D), D = C*patch^2, one per kind of block (:func:`block_kinds`; K = 1 when every
+    block is whole): E over inputs of sum over blocks of g g^T, g = d log p(y~|x) / dx over one
+    patch x patch block (``space_to_depth``).
 
-    y~ is drawn from the model's own prediction, so this is the Fisher information (the Hessian
-    of the KL to the unsplit output), not the empirical Fisher of the labels.
+    A kind's matrix is the mean over its blocks times the number of blocks, so the quantiser step
+    means the same expected KL in every kind (the blocks near an edge matter less to the output
+    and get coarser steps). y~ is drawn from the model's own prediction, so this is the Fisher
+    information (the Hessian of the KL to the unsplit output), not the empirical Fisher of the labels.
     """
     gen = torch.Generator().manual_seed(seed)
     c = x.shape[1] * patch * patch
-    fisher = torch.zeros(c, c, dtype=torch.float64)
+    kind_map = torch.tensor(block_kinds(tuple(x.shape[-2:]), patch)[0]).reshape(-1)
+    kinds = int(kind_map.max()) + 1
+    fisher = torch.zeros(kinds, c, c, dtype=torch.float64)
     for i in range(0, len(x), batch):
         xb = x[i:i + batch].clone().requires_grad_(True)
         logp = F.log_softmax(server(xb), -1)
@@ -114,9 +121,12 @@ def task_fisher(server: nn.Module, x: torch.Tensor, samples: int = 4, batch: int
         for s in range(samples):
             y = torch.multinomial(probs, 1, generator=gen)
             (g,) = torch.autograd.grad(logp.gather(1, y).sum(), xb, retain_graph=s < samples - 1)
-            gp = space_to_depth(g, patch).permute(0, 2, 3, 1).reshape(-1, c).double()
-            fisher += gp.T @ gp
-    return fisher / (len(x) * samples)
+            gp = space_to_depth(g, patch).flatten(2).double()  # (n, D, P)
+            for k in range(kinds):
+                gk = gp[:, :, kind_map == k].permute(0, 2, 1).reshape(-1, c)
+                fisher[k] += gk.T @ gk
+    counts = torch.bincount(kind_map, minlength=kinds).double()
+    return fisher * (len(kind_map) / counts).view(-1, 1, 1) / (len(x) * samples)
 
 
 @torch.no_grad()
@@ -159,18 +169,18 @@ def train_bottleneck(server: nn.Module, feats: CutFeatures, beta: float, setting
 
     with torch.no_grad():
         latents = torch.cat([net.encode(x_train[i:i + 100]) for i in range(0, n, 100)])
-    opt = torch.optim.Adam(net.density.parameters(), lr=settings.learning_rate)
+    opt = torch.optim.Adam(net.density_parameters(), lr=settings.learning_rate)
     for step in range(settings.density_warmup_steps):
         z = latents[torch.randint(0, n, (settings.batch_size,))]
-        rate = -torch.log2(net.density.likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5))).sum()
+        rate = -torch.log2(net.likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5))).sum()
         opt.zero_grad(set_to_none=True)
         (rate / settings.batch_size).backward()
         opt.step()
         if progress:
             progress(label, step + 1, total)
 
-    groups = [{"params": [net.log_gain, *net.density.parameters()], "lr": settings.learning_rate},
-              {"params": [*net.analysis.parameters(), *net.synthesis.parameters()],
+    groups = [{"params": [*net.gain_parameters(), *net.density_parameters()], "lr": settings.learning_rate},
+              {"params": net.transform_parameters(),
                "lr": settings.transform_learning_rate}]
     if settings.finetune_server:
         for p in server.parameters():
@@ -208,7 +218,18 @@ def train_bottleneck(server: nn.Module, feats: CutFeatures, beta: float, setting
     net.fit_support([x_train[i:i + 100] for i in range(0, n, 100)])
     codec = LearnedBottleneckCodec(net)
     return TrainedPoint(beta=beta, codec=codec, server=server, validation=evaluate_codec(codec, server, feats.validation),
-                        test=evaluate_codec(codec, server, feats.test), seconds=time.perf_counter() - t0)
+                        test=evaluate_codec(codec, server, feats.test), seconds=time.perf_counter() - t0,
+                        selection=deployed_scores(codec, server, feats.selection))
+
+
+@torch.no_grad()
+def deployed_scores(codec: LearnedBottleneckCodec, server: nn.Module, part: SplitFeatures) -> Scores:
+    """Scores through the deployed path (rounding and clamping, as the device sends them), in
+    batches and without the range coder: lossless, so the predictions are the same, and a choice
+    needs no byte counts from these inputs."""
+    encode, decode = codec.device_module(), codec.server_module()
+    logits = torch.cat([server(decode(encode(part.x[i:i + 100]))) for i in range(0, len(part), 100)])
+    return score_logits(logits, part)
 
 
 @torch.no_grad()
