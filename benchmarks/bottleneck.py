@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "bench-bottleneck.json")
     ap.add_argument("--plot", type=Path, default=REPO / "bench-bottleneck.png")
     ap.add_argument("--augment", type=int, default=0)
-    ap.add_argument("--patch", type=int, default=2, help="block size the codec's transforms see (aiflow's default: 2)")
+    ap.add_argument("--patch", type=int, default=3, help="block size the codec's transforms see (aiflow's default: 3)")
     ap.add_argument("--target-bytes", type=float)
     ap.add_argument("--refine", type=int)
     ap.add_argument("--compare", type=Path, help="an earlier run's JSON (same data) whose learned points the plot "

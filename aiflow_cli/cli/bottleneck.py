@@ -29,7 +29,7 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: Optional[str], data: Optio
     if epochs < 0:
         raise InputError(f"--epochs must be 0 or more, got {epochs}", "for example --epochs 4")
     if patch not in (1, 2, 3, 4):
-        raise InputError(f"--patch must be 1, 2, 3 or 4, got {patch}", "for example --patch 2")
+        raise InputError(f"--patch must be 1, 2, 3 or 4, got {patch}", "for example --patch 3")
     if auto and (device is None or not (link or bandwidth)):
         raise InputError("--auto needs --device, --server and a link to predict latency",
                          "add --device D --server S --bandwidth 1MB/s --rtt 20ms (or --link FILE)")

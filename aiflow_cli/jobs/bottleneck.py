@@ -32,7 +32,7 @@ from aiflow_cli.split.bottleneck.train import TrainSettings
 
 __all__ = ["BottleneckOutcome", "bottleneck_split", "exits_only", "IMAGE_BETAS"]
 
-IMAGE_BETAS = "5e-5,1e-4,1.5e-4"
+IMAGE_BETAS = "2e-5,3e-5,4e-5"  # EfficientNet-Lite0 blocks 12-14: about 1,100 to 750 B per image
 
 
 @dataclass
@@ -43,7 +43,7 @@ class BottleneckOutcome:
 
 
 def bottleneck_split(spec: str, cuts: list[str], beta: str | None, data: Path | list[Path] | None, max_drop: float = 1.0,
-                     exits: list[str] | None = None, finetune_server: bool = False, epochs: int = 4, patch: int = 2,
+                     exits: list[str] | None = None, finetune_server: bool = False, epochs: int = 4, patch: int = 3,
                      jpeg_qualities: str | tuple[int, ...] = JPEG_QUALITIES, device: Path | None = None, server: Path | None = None, link: list[Path] | None = None,
                      bandwidth: str | None = None, rtt: str | None = None, host_profile: Path | None = None,
                      export_dir: Path | None = None, force: bool = False,
