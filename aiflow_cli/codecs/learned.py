@@ -122,10 +122,10 @@ class BottleneckNet(nn.Module):
     def _build(self, size: tuple[int, int]) -> None:
         """(Re)create the block kinds for an activation of ``size`` ((0, 0): not known yet)."""
         self.size = tuple(size)
-        self.kind_map, real = block_kinds(self.size, self.patch) if all(self.size) else ([], [])
+        self.kind_map, self.kind_offsets = block_kinds(self.size, self.patch) if all(self.size) else ([], [])
         grid = [k for row in self.kind_map for k in row]
         kinds, order = [], []
-        for k, offsets in enumerate(real):
+        for k, offsets in enumerate(self.kind_offsets):
             positions = [i for i, kind in enumerate(grid) if kind == k]
             kinds.append(BlockKind(self.block, min(self.channels, self.in_channels * len(offsets)), positions))
             order += positions
@@ -212,8 +212,7 @@ class BottleneckNet(nn.Module):
         self._build(tuple(x.shape[-2:]))
         self.mean.copy_(x.mean((0, 2, 3), keepdim=True))
         blocks = self.blocks(x).flatten(2)
-        offsets = block_kinds(self.size, self.patch)[1]
-        for index, (k, real) in enumerate(zip(self.kinds, offsets)):
+        for index, (k, real) in enumerate(zip(self.kinds, self.kind_offsets)):
             dims = torch.tensor([c * self.patch ** 2 + o for c in range(self.in_channels) for o in real])
             f = fisher[index] if fisher.dim() == 3 else fisher
             f = f.double()[dims][:, dims]
@@ -238,44 +237,34 @@ class BottleneckNet(nn.Module):
         """Per kind and channel, the integer support of the training latents (plus a margin);
         beyond it, values clamp. Channels a kind does not use keep the support {0}."""
         q = torch.cat([torch.round(self.encode(x)) for x in latents])
+        self._set_support([(qk[:, :k.channels].amin((0, 2)) - margin, qk[:, :k.channels].amax((0, 2)) + margin)
+                           for k, qk in zip(self.kinds, self._per_kind(q))])
+
+    @torch.no_grad()
+    def set_support(self, tables: EntropyTables) -> None:
+        """The clamping bounds from a manifest's tables (the device clamps where the coder's tables end)."""
+        lo, hi = torch.tensor(tables.lo, dtype=torch.float32), torch.tensor(tables.hi, dtype=torch.float32)
+        ends = np.cumsum([0, *(k.channels for k in self.kinds)])
+        self._set_support([(lo[a:b], hi[a:b]) for a, b in zip(ends, ends[1:])])
+
+    def _set_support(self, bounds: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Per kind, (lo, hi) per used channel, written at every block of that kind; unused channels keep {0}."""
         self.lo.zero_()
         self.hi.zero_()
-        for k, qk in zip(self.kinds, self._per_kind(q)):
-            lo = qk[:, :k.channels].amin((0, 2)) - margin
-            hi = qk[:, :k.channels].amax((0, 2)) + margin
-            rows, cols = self._grid(k)
-            for r, c in zip(rows, cols):
-                self.lo[:k.channels, r, c] = lo
-                self.hi[:k.channels, r, c] = hi
-
-    def _grid(self, kind: BlockKind) -> tuple[list[int], list[int]]:
-        width = len(self.kind_map[0])
-        return [int(p) // width for p in kind.positions], [int(p) % width for p in kind.positions]
+        for k, (lo, hi) in zip(self.kinds, bounds):
+            self.lo.flatten(1)[:k.channels, k.positions] = lo[:, None]
+            self.hi.flatten(1)[:k.channels, k.positions] = hi[:, None]
 
     @torch.no_grad()
     def tables(self) -> EntropyTables:
         """The range coder's tables: per kind, per used channel, over that kind's support."""
         offsets, pmfs = [], []
         for k in self.kinds:
-            r, c = self._grid(k)[0][0], self._grid(k)[1][0]
-            part = k.density.tables(self.lo[:k.channels, r, c], self.hi[:k.channels, r, c])
+            first = int(k.positions[0])
+            part = k.density.tables(self.lo.flatten(1)[:k.channels, first], self.hi.flatten(1)[:k.channels, first])
             offsets += part.offsets
             pmfs += part.pmfs
         return EntropyTables(offsets, pmfs, self.kind_map, [k.channels for k in self.kinds])
-
-    @torch.no_grad()
-    def set_support(self, tables: EntropyTables) -> None:
-        """The clamping bounds from a manifest's tables (the device clamps where the coder's tables end)."""
-        lo, hi = tables.lo, tables.hi
-        self.lo.zero_()
-        self.hi.zero_()
-        start = 0
-        for k in self.kinds:
-            rows, cols = self._grid(k)
-            for r, c in zip(rows, cols):
-                self.lo[:k.channels, r, c] = torch.tensor(lo[start:start + k.channels], dtype=torch.float32)
-                self.hi[:k.channels, r, c] = torch.tensor(hi[start:start + k.channels], dtype=torch.float32)
-            start += k.channels
 
 
 class _Encode(nn.Module):

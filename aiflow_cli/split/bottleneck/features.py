@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -57,7 +58,7 @@ class CutFeatures:
     roots: list[Path]
     augmented: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, unsplit logits) of augmented training views
 
-    @property
+    @cached_property
     def selection(self) -> SplitFeatures:
         """The training inputs (with their mirrors) and validation together: what choices read.
 
