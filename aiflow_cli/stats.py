@@ -39,17 +39,25 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def paired_difference_interval(a: np.ndarray, b: np.ndarray, samples: int = BOOTSTRAP_SAMPLES,
-                               seed: int = 0) -> tuple[float, float]:
-    """95% bootstrap interval of mean(a) - mean(b) for per-input scores measured on the same inputs."""
+                               seed: int = 0, groups: np.ndarray | None = None) -> tuple[float, float, float]:
+    """95% bootstrap interval of mean(a) - mean(b) for per-input scores measured on the same
+    inputs, and the bootstrap standard error. With ``groups`` (one id per input), whole groups are
+    resampled: an image and its mirrored copy err together, so they are one unit, not two."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError("paired scores must be two 1-D arrays of the same non-zero length")
     diff = a - b
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(samples, len(diff)))
-    means = diff[idx].mean(axis=1)
+    if groups is None:
+        idx = rng.integers(0, len(diff), size=(samples, len(diff)))
+        means = diff[idx].mean(axis=1)
+    else:
+        ids, unit = np.unique(np.asarray(groups), return_inverse=True)
+        sums, counts = np.bincount(unit, weights=diff), np.bincount(unit).astype(np.float64)
+        idx = rng.integers(0, len(ids), size=(samples, len(ids)))
+        means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
     lo, hi = np.quantile(means, [0.025, 0.975])
-    return float(lo), float(hi)
+    return float(lo), float(hi), float(means.std(ddof=1))
 
 
 def share(hits: np.ndarray | list[bool]) -> Share:
@@ -59,13 +67,15 @@ def share(hits: np.ndarray | list[bool]) -> Share:
     return Share(value=k / n, n=n, ci95=(round(lo, 4), round(hi, 4)))
 
 
-def drop_of(reference_correct: np.ndarray, correct: np.ndarray) -> Drop:
-    """Drop in top-1 points of ``correct`` against ``reference_correct`` (per-input booleans)."""
+def drop_of(reference_correct: np.ndarray, correct: np.ndarray, groups: np.ndarray | None = None) -> Drop:
+    """Drop in top-1 points of ``correct`` against ``reference_correct`` (per-input booleans);
+    ``groups``: inputs that are not independent (an image and its mirror) share an id."""
     ref = np.asarray(reference_correct, dtype=np.float64)
     ours = np.asarray(correct, dtype=np.float64)
-    lo, hi = paired_difference_interval(ref, ours)
+    lo, hi, se = paired_difference_interval(ref, ours, groups=groups)
     return Drop(points=round(100 * float(ref.mean() - ours.mean()), 4), n=len(ref),
-                ci95=(round(100 * lo, 4), round(100 * hi, 4)))
+                ci95=(round(100 * lo, 4), round(100 * hi, 4)), se=round(100 * se, 4),
+                units=None if groups is None else int(len(np.unique(np.asarray(groups)))))
 
 
 def clustered_mean(sums: np.ndarray | list[float], counts: np.ndarray | list[float], samples: int = BOOTSTRAP_SAMPLES,

@@ -6,8 +6,8 @@ figures computed from the JSON (no figure is typed in by hand). Choices are made
 validation part of the data, figures reported on its test part with 95% intervals.
 
     .venv/bin/python benchmarks/bottleneck.py [--cuts block12,block13,block14,block15]
-        [--betas 5e-5,1e-4,2e-4] [--exits block12,block15] [--out docs/bottleneck.json]
-        [--plot docs/bottleneck.png] [--augment 0] [--patch 2] [--target-bytes N] [--refine K] [--export DIR] [--compare EARLIER.json]
+        [--betas 7e-6,1e-5,1.5e-5,2e-5] [--exits block12,block15] [--out docs/bottleneck.json]
+        [--plot docs/bottleneck.png] [--augment 0] [--patch 3] [--shrinkage 0.2] [--target-bytes N] [--refine K] [--export DIR] [--compare EARLIER.json]
 
 With ``--export DIR`` the operating point is exported and then replayed from the files alone:
 every test image through device.onnx, the range coder's real bytes, server.onnx, scored against
@@ -31,12 +31,13 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cuts", default="block12,block13,block14,block15")
-    ap.add_argument("--betas", default="5e-5,1e-4,2e-4")
+    ap.add_argument("--betas", default="7e-6,1e-5,1.5e-5,2e-5")
     ap.add_argument("--exits", default="block12,block15")
     ap.add_argument("--out", type=Path, default=REPO / "bench-bottleneck.json")
     ap.add_argument("--plot", type=Path, default=REPO / "bench-bottleneck.png")
     ap.add_argument("--augment", type=int, default=0)
     ap.add_argument("--patch", type=int, default=3, help="block size the codec's transforms see (aiflow's default: 3)")
+    ap.add_argument("--shrinkage", type=float, default=0.2, help="covariance / Fisher shrinkage (aiflow's default: 0.2)")
     ap.add_argument("--target-bytes", type=float)
     ap.add_argument("--refine", type=int)
     ap.add_argument("--compare", type=Path, help="an earlier run's JSON (same data) whose learned points the plot "
@@ -49,7 +50,8 @@ def main() -> None:
         print(render(json.loads(args.out.read_text()), "(rendered again from " + str(args.out) + ")", None))
         return
     cmd = [str(Path(sys.executable).with_name("aiflow")), "split", "zoo:efficientnet-lite0", "--bottleneck",
-           "--beta", args.betas, "--out", str(args.out), "--augment", str(args.augment), "--patch", str(args.patch)]
+           "--beta", args.betas, "--out", str(args.out), "--augment", str(args.augment), "--patch", str(args.patch),
+           "--shrinkage", f"{args.shrinkage:g}"]
     if args.compare is None:  # with --compare the plot is drawn here, once, with the earlier codec on it
         cmd += ["--plot", str(args.plot)]
     if args.target_bytes is not None:
@@ -156,11 +158,12 @@ def render(r: dict, command: str, wall: float | None) -> str:
              f"{d['validation_inputs']} validation images (choices), {d['test_inputs']} test images (figures).  ",
              f"Unsplit top-1 on test: {_share(r['reference_test'])} (95% Wilson interval).", "",
              "| cut | beta | bytes/image (test) | coded/estimated | top-1 (test) | drop, points (test) | "
-             "drop (validation) | drop (train + validation) | agreement (test) | KL (test) | "
+             "drop (validation) | drop (train + validation) ± 1 s.e. | agreement (test) | KL (test) | "
              "uniform bytes at the same agreement | uniform bytes at the same KL | JPEG q90 / bytes |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in r["points"]:
-        pooled = f"{p['selection']['drop']['points']:+.1f}" if p.get("selection") else "-"
+        sel = (p.get("selection") or {}).get("drop")
+        pooled = "-" if sel is None else f"{sel['points']:+.1f}" + ("" if sel.get("se") is None else f" ±{sel['se']:.1f}")
         lines.append(f"| {p['cut']} | {p['beta']:g} | {p['bytes_per_input']:,.0f} | "
                      f"{(p['bytes_per_input'] - 8) / p['estimated_bytes_per_input']:.3f} | {_share(p['test']['top1'])} | "
                      f"{_drop(p['test']['drop'])} | {p['validation']['drop']['points']:+.1f} | "
@@ -185,9 +188,12 @@ def render(r: dict, command: str, wall: float | None) -> str:
         quality = min(reach, key=lambda b: b["bytes_per_input"])["name"] if reach else "none up to q95"
         verdict = "supports" if op["test_supports_max_drop"] else "does not support"
         rule = (f"most accurate on validation within {op['target_bytes']:,.0f} B" if op.get("target_bytes")
-                else f"fewest validation bytes with a drop <= {r['max_drop']:g} point on "
+                else f"fewest validation bytes with a drop"
+                     + (f" {op['choice_z']:g} standard error up" if op.get("choice_z") else "")
+                     + f" <= {r['max_drop']:g} point on "
                      + ("the training inputs and validation together" if op["chosen_on"] == "train+validation"
                         else "validation")
+                     + ("" if op.get("choice_bound") is None else f" ({op['choice_bound']:+.2f})")
                      + ("" if op["within_max_drop_on_validation"] else "; none qualified, the most accurate taken"))
         lines.append(f"- Operating point, chosen without test figures ({rule}): "
                      f"{op['cut']} beta {op['beta']:g}, {op['test_bytes_per_input']:,.0f} B per test image, test drop "

@@ -196,3 +196,22 @@ def test_a_manifest_from_before_block_kinds_is_refused_where_blocks_overhang_an_
         del params[key]
     with pytest.raises(ConfigError, match="re-export"):
         LearnedBottleneckCodec.from_params(params)
+
+
+def test_full_shrinkage_keeps_the_transform_on_the_activations_own_axes():
+    """Shrinkage pulls the estimated covariance (and Fisher) toward their diagonals: at 1 the KLT
+    of two strongly correlated channels no longer mixes them, at 0 it rotates them by 45 degrees.
+    Measured at block12 of EfficientNet-Lite0 (3x3 blocks, 1,728 dimensions): 0.2 lowered the
+    validation loss from 0.1111 to 0.1076 at beta 1e-5, and the training inputs' KL moved closer
+    to unseen images'."""
+    torch.manual_seed(0)
+    a = torch.randn(400, 1, 2, 2)
+    x = torch.cat([a, a + 0.1 * torch.randn_like(a)], 1) * torch.tensor([1.0, 2.0]).view(1, 2, 1, 1)
+    mixed, diagonal = BottleneckNet(2, 2), BottleneckNet(2, 2)
+    mixed.init_task_aware(x, torch.eye(2), 1.0, shrinkage=0.0)
+    diagonal.init_task_aware(x, torch.eye(2), 1.0, shrinkage=1.0)
+    rows_mixed = mixed.kinds[0].analysis.abs()
+    rows_diag = diagonal.kinds[0].analysis.abs()
+    assert (rows_mixed.min(1).values > 0.3).all()  # both channels in every latent
+    assert torch.allclose(rows_diag.min(1).values, torch.zeros(2), atol=1e-6)  # one channel per latent
+    assert rows_diag.argmax(1).tolist() == [1, 0]  # the stronger channel first

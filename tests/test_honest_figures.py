@@ -41,6 +41,26 @@ def test_paired_drop_interval_is_narrower_than_unpaired_noise_and_centred():
     assert not d.supports_within(1.0) and d.supports_within(4.0)
 
 
+def test_a_mirrored_copy_is_not_a_second_independent_sample_for_the_drop():
+    """An image and its mirror mostly err together; resampling them as one unit widens the
+    interval and the standard error the choice reads, instead of counting the same error twice."""
+    from aiflow_cli.stats import drop_of
+
+    rng = np.random.default_rng(2)
+    ref = rng.random(500) < 0.8
+    ours = ref.copy()
+    ours[rng.choice(np.flatnonzero(ref), 10, replace=False)] = False
+    ref2, ours2 = np.concatenate([ref, ref]), np.concatenate([ours, ours])  # every input twice, erring the same
+    naive = drop_of(ref2, ours2)
+    grouped = drop_of(ref2, ours2, groups=np.concatenate([np.arange(500), np.arange(500)]))
+    alone = drop_of(ref, ours)
+    assert naive.points == grouped.points == alone.points == pytest.approx(2.0)
+    assert (grouped.n, grouped.units, naive.units) == (1000, 500, None)
+    assert grouped.se == pytest.approx(alone.se, rel=0.1)  # as uncertain as the 500 images alone
+    assert grouped.se > 1.3 * naive.se  # counting mirrors as new images understates it by ~sqrt(2)
+    assert grouped.ci95[1] - grouped.ci95[0] > 1.3 * (naive.ci95[1] - naive.ci95[0])
+
+
 # -- unstable timings ---------------------------------------------------------------------------
 
 def test_stability_flags_each_symptom_of_a_busy_machine():

@@ -22,7 +22,7 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: Optional[str], data: Optio
                    profile: Optional[Path], export: Optional[Path], force: bool, plot: Optional[Path],
                    out: Optional[Path], as_json: bool, augment: int = 0, target_bytes: Optional[float] = None,
                    refine: Optional[int] = None, min_fidelity: Optional[float] = None,
-                   exporter: str = "dynamo") -> None:
+                   exporter: str = "dynamo", shrinkage: float = 0.2) -> None:
     from aiflow_cli.atomic import check_writable, write_text_atomic
     from aiflow_cli.jobs.bottleneck import bottleneck_split
 
@@ -38,7 +38,7 @@ def bottleneck_cmd(model: str, cuts: list[str], beta: Optional[str], data: Optio
             check_writable(path)
     with progress_bar(not as_json) as progress:
         outcome = bottleneck_split(model, cuts, beta, data, max_drop=max_drop, exits=exits,
-                                   finetune_server=finetune_server, epochs=epochs, patch=patch,
+                                   finetune_server=finetune_server, epochs=epochs, patch=patch, shrinkage=shrinkage,
                                    jpeg_qualities=jpeg_quality, device=device, server=server,
                                    link=link, bandwidth=bandwidth, rtt=rtt, host_profile=profile,
                                    export_dir=export, force=force, progress=progress, augment=augment,
@@ -107,6 +107,11 @@ def _render_exits(report) -> None:  # noqa: ANN001
     show(ex)
 
 
+def _fmt_choice(p) -> str:  # noqa: ANN001 - RatePoint
+    se = p.choice.se
+    return f"{p.choice_drop:+.1f}" + ("" if se is None else f" ±{se:.1f}")
+
+
 def _render(report, wide: bool = False) -> None:  # noqa: ANN001
     d = report.data
     augmented = f" + {d.augmented_inputs} augmented views" if d.augmented_inputs else ""
@@ -115,8 +120,9 @@ def _render(report, wide: bool = False) -> None:  # noqa: ANN001
                   f"{augmented} ({d.rule})", highlight=False)
     jpeg90 = next((b.bytes_per_input for b in report.baselines if b.name == "jpeg-q90"), None)
     table = Table(title="learned bottleneck: rate vs accuracy (test, 95% CI)", title_style="bold",
-                  caption="choice drop: the drop on the training inputs and validation together, where the operating "
-                          "point is chosen"
+                  caption="choice drop: the drop on the training inputs and validation together, +- one standard "
+                          "error; the operating point is the fewest bytes whose drop, one standard error up, is within "
+                          f"{report.max_drop:g} point"
                           + ("; uniform: bytes the uniform baseline needs for the same test agreement" if wide
                              else "; --wide: top-1, agreement, uniform"))
     cols = (("cut", "beta", "bytes", "top-1", "drop (points)", "choice drop", "agree", "uniform", "JPEG q90/") if wide
@@ -128,17 +134,19 @@ def _render(report, wide: bool = False) -> None:  # noqa: ANN001
         jpeg = "-" if jpeg90 is None else f"{jpeg90 / p.bytes_per_input:.1f}x"
         if wide:
             table.add_row(p.cut, f"{p.beta:g}", f"{p.bytes_per_input:,.0f}", fmt_share(p.test.top1),
-                          fmt_drop(p.test.drop), f"{p.choice_drop:+.1f}", f"{p.test.agreement.value:.3f}",
+                          fmt_drop(p.test.drop), _fmt_choice(p), f"{p.test.agreement.value:.3f}",
                           "-" if uni is None else f"{p.bytes_per_input / uni:.2f}x", jpeg)
         else:
             table.add_row(p.cut, f"{p.beta:g}", f"{p.bytes_per_input:,.0f}", fmt_drop(p.test.drop),
-                          f"{p.choice_drop:+.1f}", jpeg)
+                          _fmt_choice(p), jpeg)
     show(table)
     op = report.operating_point
     if op is not None:
         verdict = "supports" if op.test_supports_max_drop else "does not support"
         rule = (f"most accurate within {op.target_bytes:,.0f} B" if op.target_bytes
-                 else f"fewest bytes within {report.max_drop:g} point")
+                 else f"fewest bytes within {report.max_drop:g} point"
+                 + (f", {op.choice_z:g} standard error up ({op.choice_bound:+.1f})" if op.choice_bound is not None
+                    else ""))
         where = "training inputs + validation" if op.chosen_on == "train+validation" else "validation"
         console.print(f"operating point (chosen on {where}: {rule}): {op.cut}, beta {op.beta:g}: "
                       f"{op.test_bytes_per_input:,.0f} B, test drop {fmt_drop(op.test_drop)} points; the test interval "

@@ -199,7 +199,7 @@ class BottleneckNet(nn.Module):
         return self.decode(z_hat), self.likelihood(z_hat)
 
     @torch.no_grad()
-    def init_task_aware(self, x: torch.Tensor, fisher: torch.Tensor, step: float) -> None:
+    def init_task_aware(self, x: torch.Tensor, fisher: torch.Tensor, step: float, shrinkage: float = 0.0) -> None:
         """Analysis = KLT of the activation blocks after whitening by the task's Fisher information.
 
         ``fisher`` (D, D) or one (D, D) per kind of block (K, D, D), D = Cx*p*p: expected outer
@@ -208,6 +208,10 @@ class BottleneckNet(nn.Module):
         directions are equally important; the KLT of y sorts them by variance and the strongest
         are kept. ``step`` sets the quantiser step in y. Each kind of block uses only its real
         dimensions, its own blocks and its own Fisher information.
+
+        ``shrinkage`` in [0, 1] pulls both estimated matrices toward their diagonals (Ledoit-Wolf
+        style): a 3x3 block of a 192-channel cut has 1,728 dimensions, estimated from a few
+        thousand blocks, and the off-diagonal noise fits the training images, not new ones.
         """
         self._build(tuple(x.shape[-2:]))
         self.mean.copy_(x.mean((0, 2, 3), keepdim=True))
@@ -215,14 +219,14 @@ class BottleneckNet(nn.Module):
         for index, (k, real) in enumerate(zip(self.kinds, self.kind_offsets)):
             dims = torch.tensor([c * self.patch ** 2 + o for c in range(self.in_channels) for o in real])
             f = fisher[index] if fisher.dim() == 3 else fisher
-            f = f.double()[dims][:, dims]
+            f = _shrink(f.double()[dims][:, dims], shrinkage)
             pixels = blocks.index_select(2, k.positions).permute(0, 2, 1).reshape(-1, self.block)[:, dims].double()
             pixels = pixels[torch.randperm(len(pixels), generator=torch.Generator().manual_seed(0))[:50000]]
             lam, u = torch.linalg.eigh(f)
             lam = lam.clamp_min(float(lam.max()) * 1e-6)
             whiten = (u * lam.sqrt()).T  # y = whiten @ x
             y = pixels @ whiten.T
-            var, v = torch.linalg.eigh(y.T @ y / len(y))
+            var, v = torch.linalg.eigh(_shrink(y.T @ y / len(y), shrinkage))
             keep = v[:, torch.argsort(var, descending=True)[: k.channels]]  # (D_k, C_k)
             k.analysis.zero_()
             k.synthesis.zero_()
@@ -265,6 +269,11 @@ class BottleneckNet(nn.Module):
             offsets += part.offsets
             pmfs += part.pmfs
         return EntropyTables(offsets, pmfs, self.kind_map, [k.channels for k in self.kinds])
+
+
+def _shrink(m: torch.Tensor, amount: float) -> torch.Tensor:
+    """(1 - amount) * m + amount * diag(m): a covariance estimate pulled toward its diagonal."""
+    return m if amount == 0 else (1 - amount) * m + amount * torch.diag(torch.diag(m))
 
 
 class _Encode(nn.Module):

@@ -32,7 +32,7 @@ from aiflow_cli.split.bottleneck.train import TrainSettings
 
 __all__ = ["BottleneckOutcome", "bottleneck_split", "exits_only", "IMAGE_BETAS"]
 
-IMAGE_BETAS = "2e-5,3e-5,4e-5"  # EfficientNet-Lite0 blocks 12-14: about 1,100 to 750 B per image
+IMAGE_BETAS = "7e-6,1e-5,1.5e-5,2e-5"  # EfficientNet-Lite0 blocks 12-15: about 1,400 to 900 B per image
 
 
 @dataclass
@@ -49,7 +49,8 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str | None, data: Path | 
                      export_dir: Path | None = None, force: bool = False,
                      progress: Callable[[str, int, int], None] | None = None, augment: int = 0,
                      target_bytes: float | None = None, refine: int | None = None,
-                     min_fidelity: float | None = None, exporter: str = "dynamo") -> BottleneckOutcome:
+                     min_fidelity: float | None = None, exporter: str = "dynamo",
+                     shrinkage: float = 0.2) -> BottleneckOutcome:
     """Image classifiers: the full study (baselines, exits, links, export). Causal LMs and sentence
     encoders: the per-token study of :func:`text_bottleneck` (``beta`` None: each kind's defaults)."""
     from aiflow_cli.models import load_model
@@ -100,6 +101,8 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str | None, data: Path | 
     check_bottleneck_settings(model, cuts, betas, max_drop, data)
     if augment < 0:
         raise InputError(f"--augment must be 0 or more, got {augment}", "for example --augment 4 (0: no augmented views)")
+    if not 0 <= shrinkage <= 1:
+        raise InputError(f"--shrinkage must be between 0 and 1, got {shrinkage:g}", "for example --shrinkage 0.2")
     for e in exits or []:
         model.cut_index(e)
     device_side = server_side = None
@@ -114,7 +117,8 @@ def bottleneck_split(spec: str, cuts: list[str], beta: str | None, data: Path | 
         srv = side_latencies(server, model, host, "server", accept_unstable=force)
         device_side, server_side = dev.cost, srv.cost
         device_source, server_source = dev.node.source, srv.node.source
-    settings = TrainSettings(epochs=epochs, finetune_server=finetune_server, patch=patch, augment=augment)
+    settings = TrainSettings(epochs=epochs, finetune_server=finetune_server, patch=patch, augment=augment,
+                             shrinkage=shrinkage)
     if refine is None:  # a byte target needs a few trainings to reach; otherwise train the betas given
         refine = 2 if target_bytes is not None else 0
     run = run_bottleneck(model, cuts, betas, data, settings=settings, max_drop=max_drop, exits=exits,

@@ -49,10 +49,14 @@ class RatePoint(Strict):
     latency_ms: dict[str, float] = Field(default_factory=dict, description="predicted per link (no exit)")
 
     @property
-    def choice_drop(self) -> float:
+    def choice(self) -> Drop:
         """The drop a choice reads: training inputs and validation together (``selection``), or
         validation alone in reports made before that existed."""
-        return (self.selection or self.validation).drop.points
+        return (self.selection or self.validation).drop
+
+    @property
+    def choice_drop(self) -> float:
+        return self.choice.points
 
 
 class BaselinePoint(Strict):
@@ -76,27 +80,33 @@ class ExitPoint(Strict):
 
 
 class JointChoice(Strict):
-    """``--auto``: per link, the fastest plan whose *validation* drop stays within ``max_drop``."""
+    """``--auto``: per link, the fastest plan whose drop, one standard error up, stays within ``max_drop``."""
 
     link: str
     cut: str = Field(description="a cut, or device-only when nothing split beats running on the device")
     beta: Optional[float] = None
     exit: Optional[str] = None
     bytes_per_input: float
-    validation_drop: float = Field(description="points, validation (what the choice was made on)")
+    validation_drop: float = Field(description="points, the drop the choice read (a split alone: the training inputs "
+                                               "and validation; with an exit: validation); it had to be within "
+                                               "max_drop one standard error up")
     test_drop: Optional[Drop] = Field(None, description="the chosen plan's drop on test, with its interval")
     expected_latency_ms: float
 
 
 class OperatingPoint(Strict):
     """The (cut, beta) exported: fewest validation bytes whose drop on the data choices read
-    (``chosen_on``) is within ``max_drop``; with a byte target, the most accurate point there within it."""
+    (``chosen_on``), ``choice_z`` standard errors up, is within ``max_drop``; with a byte target,
+    the most accurate point there within it."""
 
     cut: str
     beta: float
     chosen_on: Literal["validation", "train+validation"] = Field(
         "validation", description="the drop read: validation alone, or the training inputs and validation together")
     target_bytes: float | None = Field(default=None, description="--target-bytes: the validation byte budget it met")
+    choice_bound: Optional[float] = Field(
+        None, description="points: the drop on chosen_on plus choice_z standard errors, what had to be within max_drop")
+    choice_z: float = Field(0.0, description="standard errors added to the drop before comparing it with max_drop")
     within_max_drop_on_validation: bool = Field(
         description="within max_drop on the data it was chosen on (chosen_on); false: no point qualified, the most "
         "accurate there was taken")
@@ -123,6 +133,8 @@ class BottleneckReport(Strict):
     max_drop: float
     patch: int = Field(default=1, description="block size the codec's transforms saw (--patch; reports before the "
                                               "field existed used 1)")
+    shrinkage: Optional[float] = Field(None, description="--shrinkage of the transform's covariance and Fisher "
+                                                         "estimates (absent in reports made before it was recorded)")
     points: list[RatePoint]
     baselines: list[BaselinePoint]
     exits: list[ExitPoint] = Field(default_factory=list)

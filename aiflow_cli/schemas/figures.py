@@ -3,6 +3,8 @@ paired top-1 drop with its interval. Built by :mod:`aiflow_cli.stats`; used by e
 
 from __future__ import annotations
 
+from typing import Optional
+
 from pydantic import Field
 
 from aiflow_cli.schemas.base import Strict
@@ -25,6 +27,13 @@ class Drop(Strict):
     points: float
     n: int
     ci95: tuple[float, float] = Field(description="95% paired-bootstrap interval, in points")
+    se: Optional[float] = Field(None, description="bootstrap standard error, in points (absent in older reports)")
+    units: Optional[int] = Field(None, description="independent units resampled when fewer than n (an image and its "
+                                                   "mirrored copy are one); absent: every input is one")
+
+    def upper_bound(self, z: float) -> float:
+        """The estimate ``z`` standard errors up (the estimate itself where no error was recorded)."""
+        return self.points + z * (self.se or 0.0)
 
     def supports_within(self, limit: float) -> bool:
         """Whether the interval (not only the estimate) keeps the drop within ``limit`` points."""

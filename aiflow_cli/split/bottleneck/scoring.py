@@ -21,7 +21,8 @@ def kl_to_unsplit(logits: torch.Tensor, teacher: torch.Tensor) -> float:
 def score_predictions(pred: torch.Tensor, part: SplitFeatures, kl: float | None = None) -> Scores:
     correct = (pred == part.labels).numpy()
     return Scores(top1=share(correct), agreement=share((pred == part.logits.argmax(-1)).numpy()),
-                  drop=drop_of(part.reference_correct.numpy(), correct), kl=kl)
+                  drop=drop_of(part.reference_correct.numpy(), correct,
+                               None if part.groups is None else part.groups.numpy()), kl=kl)
 
 
 def score_logits(logits: torch.Tensor, part: SplitFeatures) -> Scores:
