@@ -192,8 +192,9 @@ def _codec_times(point: TrainedPoint, feats: CutFeatures, count: int = 20) -> tu
 
 
 def next_beta(tried: dict[float, tuple[float, float]], target_bytes: float | None, max_drop: float) -> float | None:
-    """The next beta to train, from ``tried`` = {beta: (validation bytes, validation drop)}; None when
-    a target is met within 3% or there is nothing left to bracket.
+    """The next beta to train, from ``tried`` = {beta: (validation bytes, the drop a choice reads,
+    one standard error up: :func:`choice_bound`)}; None when a target is met within 3% or there is
+    nothing left to bracket.
 
     Bytes fall as beta grows (a larger rate weight) and the drop grows with it: toward a byte
     target, a secant step on log bytes against log beta between the points that bracket it (or
