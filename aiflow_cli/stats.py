@@ -52,12 +52,16 @@ def paired_difference_interval(a: np.ndarray, b: np.ndarray, samples: int = BOOT
         idx = rng.integers(0, len(diff), size=(samples, len(diff)))
         means = diff[idx].mean(axis=1)
     else:
-        ids, unit = np.unique(np.asarray(groups), return_inverse=True)
-        sums, counts = np.bincount(unit, weights=diff), np.bincount(unit).astype(np.float64)
-        idx = rng.integers(0, len(ids), size=(samples, len(ids)))
-        means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+        _, unit = np.unique(np.asarray(groups), return_inverse=True)
+        means = _unit_ratios(np.bincount(unit, weights=diff), np.bincount(unit).astype(np.float64), samples, rng)
     lo, hi = np.quantile(means, [0.025, 0.975])
     return float(lo), float(hi), float(means.std(ddof=1))
+
+
+def _unit_ratios(sums: np.ndarray, counts: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap replicates of sum(sums) / sum(counts), resampling whole units with replacement."""
+    idx = rng.integers(0, len(sums), size=(samples, len(sums)))
+    return sums[idx].sum(1) / np.maximum(counts[idx].sum(1), 1e-12)
 
 
 def share(hits: np.ndarray | list[bool]) -> Share:
@@ -85,6 +89,5 @@ def clustered_mean(sums: np.ndarray | list[float], counts: np.ndarray | list[flo
     s, c = np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64)
     if s.shape != c.shape or s.ndim != 1 or len(s) == 0 or c.sum() <= 0:
         raise ValueError("a clustered mean needs per-unit sums and positive counts of the same non-zero length")
-    idx = np.random.default_rng(seed).integers(0, len(s), size=(samples, len(s)))
-    lo, hi = np.quantile(s[idx].sum(1) / np.maximum(c[idx].sum(1), 1e-12), [0.025, 0.975])
+    lo, hi = np.quantile(_unit_ratios(s, c, samples, np.random.default_rng(seed)), [0.025, 0.975])
     return Mean(value=round(float(s.sum() / c.sum()), 6), n=len(s), ci95=(round(float(lo), 6), round(float(hi), 6)))
