@@ -59,6 +59,7 @@ def test_bottleneck_json_reports_test_figures_with_sample_sizes_and_intervals(bo
     assert {"jpeg-q90", "jpeg-q95", f"fp16@{CUT}", f"int8-zstd@{CUT}", f"uniform-q1.5@{CUT}"} <= names
     jpeg90 = next(b for b in report["baselines"] if b["name"] == "jpeg-q90")
     assert point["bytes_per_input"] * 8 < jpeg90["bytes_per_input"]  # even one epoch sends 8x fewer bytes
+    assert len(point["reconstruction"]) == 3  # where the server puts |q| = 1, 2, >= 3 (see docs/formats.md)
     assert (out / "rate.png").stat().st_size > 10_000
 
 

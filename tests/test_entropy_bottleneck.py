@@ -215,3 +215,69 @@ def test_full_shrinkage_keeps_the_transform_on_the_activations_own_axes():
     assert (rows_mixed.min(1).values > 0.3).all()  # both channels in every latent
     assert torch.allclose(rows_diag.min(1).values, torch.zeros(2), atol=1e-6)  # one channel per latent
     assert rows_diag.argmax(1).tolist() == [1, 0]  # the stronger channel first
+
+
+def test_dequantize_moves_each_nonzero_symbol_outward_by_its_own_level_and_leaves_zero():
+    net = BottleneckNet(1, 1)
+    with torch.no_grad():
+        net.reconstruction.copy_(torch.tensor([0.1, 0.2, 0.3]))
+    q = torch.tensor([-5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 7.0])
+    expected = torch.tensor([-5.3, -2.2, -1.1, 0.0, 1.1, 2.2, 3.3, 7.3])
+    assert torch.allclose(net.dequantize(q), expected)
+    assert torch.equal(BottleneckNet(1, 1).dequantize(q), q)  # a codec trained without offsets: q as it was
+
+
+def test_reconstruction_offsets_pull_rounded_values_in_where_the_task_is_linear():
+    """With a linear task the best place for a rounded symbol is the mean of what rounds to it:
+    latents of scale 0.4 round to +-1 from 0.5..1.5, mostly near 0.5, so the offset must come out
+    inward (at EfficientNet-Lite0's block15 it comes out outward: there the rest of the model is
+    not linear). The bytes cannot move: only the server's side is fitted."""
+    from aiflow_cli.split.bottleneck.features import SplitFeatures
+    from aiflow_cli.split.bottleneck.train import TrainSettings, fit_reconstruction, validation_loss
+
+    torch.manual_seed(0)
+    server = nn.Sequential(nn.Flatten(), nn.Linear(4 * 2 * 2, 6)).eval()
+    with torch.no_grad():
+        server[1].weight.mul_(8)
+
+    def part(n: int) -> SplitFeatures:
+        x = torch.distributions.Laplace(0.0, 0.4).sample((n, 4, 2, 2))
+        with torch.no_grad():
+            logits = server(x)
+        return SplitFeatures(x=x, logits=logits, labels=logits.argmax(-1), pooled={}, penultimate=logits)
+
+    train, validation = part(800), part(200)
+    for p in server.parameters():
+        p.requires_grad_(False)
+    net = _fitted_net(train.x, 4, 1.0)
+    with torch.no_grad():
+        symbols = net.quantize(net.encode(validation.x))
+    before = validation_loss(net, server, validation, beta=0.0)
+    fit_reconstruction(net, server, train.x, train.logits, validation, 0.0, TrainSettings(reconstruction_epochs=4))
+    assert net.reconstruction[0] < -0.05
+    assert validation_loss(net, server, validation, beta=0.0) < 0.9 * before
+    with torch.no_grad():
+        assert torch.equal(net.quantize(net.encode(validation.x)), symbols)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_the_server_module_applies_the_offsets_in_onnx_as_in_pytorch(tmp_path, exporter):
+    import onnxruntime as ort
+
+    from aiflow_cli.onnx_io import export_onnx_file
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 8, 4, 4)
+    codec = LearnedBottleneckCodec(_fitted_net(x, 3, 0.5))
+    with torch.no_grad():
+        codec.net.reconstruction.copy_(torch.tensor([0.25, -0.1, 0.05]))
+    wire = codec.device_module()(x)
+    assert set(wire.abs().unique().tolist()) >= {0, 1, 2, 3}
+    export_onnx_file(codec.server_module(), (wire,), tmp_path / "server.onnx", ["q"], ["x"], exporter=exporter)
+    session = ort.InferenceSession(str(tmp_path / "server.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"q": wire.numpy()})
+    with torch.no_grad():
+        expected = codec.server_module()(wire)
+        plain = codec.net.decode(wire.float())
+    assert np.allclose(out, expected.numpy(), atol=1e-5)
+    assert not np.allclose(out, plain.numpy(), atol=1e-3)  # the offsets are in the graph

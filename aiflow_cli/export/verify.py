@@ -68,7 +68,7 @@ def _reference(model: SegmentedModel, root: Path, pair: ExportedPair, min_agreem
         h = x
         for seg in device:
             h = seg.module(h)
-        h = net.decode(net.quantize(net.encode(h)))
+        h = net.reconstruct(net.quantize(net.encode(h)))
         for seg in server:
             h = seg.module(h)
         return h

@@ -47,6 +47,9 @@ class RatePoint(Strict):
     encode_ms: float
     decode_ms: float
     latency_ms: dict[str, float] = Field(default_factory=dict, description="predicted per link (no exit)")
+    reconstruction: Optional[list[float]] = Field(
+        None, description="where the server puts a rounded symbol: q + sign(q) x offset, for |q| = 1, 2, >= 3 "
+        "(fitted on rounded training latents; all 0: none kept). Absent in reports made before the offsets")
 
     @property
     def choice(self) -> Drop:

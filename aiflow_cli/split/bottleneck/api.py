@@ -282,6 +282,7 @@ def run_bottleneck(model: SegmentedModel, cuts: list[str], betas: list[float], d
                 validation=point.validation.scores, selection=point.selection, test=point.test.scores,
                 train_seconds=point.seconds,
                 encode_ms=enc_ms, decode_ms=dec_ms,
+                reconstruction=[round(v, 4) for v in point.codec.net.reconstruction.detach().tolist()],
                 uniform_bytes_at_equal_agreement=interpolate_bytes_at(curve, point.test.scores.agreement.value),
                 latency_ms={lk.name: _split_latency(index, point.test.bytes_per_input, enc_ms, dec_ms, device, server,
                                                     lk, result_bytes) for lk in links} if device and server else {},

@@ -60,7 +60,8 @@ def plot_rate_accuracy(report: BottleneckReport, path: Path, earlier: Bottleneck
             pts = sorted((p for p in earlier.points if p.cut == cut), key=lambda p: p.bytes_per_input)
             ax.plot([p.bytes_per_input for p in pts], [value(p.test, field) for p in pts], "x--", color="k", lw=1.5,
                     label=f"earlier codec@{cut} (patch {earlier.patch}"
-                    + ("" if earlier.shrinkage is None else f", shrinkage {earlier.shrinkage:g}") + ")")
+                    + ("" if earlier.shrinkage is None else f", shrinkage {earlier.shrinkage:g}")
+                    + ("" if any(p.reconstruction for p in pts) else ", no offsets") + ")")
         if field == "kl":
             ax.set_yscale("log")
         if field == "top1":
