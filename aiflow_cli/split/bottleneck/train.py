@@ -256,18 +256,13 @@ def fit_reconstruction(net: BottleneckNet, server: nn.Module, x: torch.Tensor, l
         symbols = torch.cat([net.quantize(net.encode(x[i:i + 100])) for i in range(0, len(x), 100)])
     start = net.reconstruction.detach().clone()
     before = validation_loss(net, server, validation, beta)
-    others = [p for p in net.parameters() if p is not net.reconstruction and p.requires_grad]
-    for p in others:
-        p.requires_grad_(False)
     opt = torch.optim.Adam([net.reconstruction], lr=settings.learning_rate)
     for _ in range(settings.reconstruction_epochs):
         for idx in torch.randperm(len(x), generator=gen).split(2 * settings.batch_size):
             loss = _kl(server(net.reconstruct(symbols[idx])), logits[idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward(inputs=[net.reconstruction])  # the transforms' gradients are never needed here
             opt.step()
-    for p in others:
-        p.requires_grad_(True)
     if validation_loss(net, server, validation, beta) >= before:
         with torch.no_grad():
             net.reconstruction.copy_(start)
