@@ -2,8 +2,8 @@
 
 Every error a user can cause by what they typed or the files they passed is an
 :class:`AiflowError`. The CLI maps it to one line on stderr (message plus hint) and
-exit code 2 (3 for a pair that does not reproduce its reference); anything else is a bug and
-keeps its traceback.
+exit code 2 (3 for a pair that does not reproduce its reference, 4 for a remote peer that failed or
+misbehaved); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ __all__ = [
     "InputError",
     "OutputError",
     "VerificationError",
+    "PeerError",
+    "SessionLostError",
 ]
 
 
@@ -57,3 +59,18 @@ class VerificationError(AiflowError):
     """An exported pair does not reproduce its reference: not a usage error, so its own exit code."""
 
     exit_code = 3
+
+
+class PeerError(AiflowError):
+    """A remote peer (a server, a link) failed or answered what it should not: the user's input was
+    fine, so not exit 2. ``status`` is the HTTP status when there was one."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+class SessionLostError(PeerError):
+    """The server no longer holds the session (evicted or restarted: a 409): resend the prefix."""

@@ -28,7 +28,7 @@ def bottleneck_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bottleneck")
     export = out / "pair"
-    result = CliRunner().invoke(app, ["split", "zoo:efficientnet-lite0", "--bottleneck", "--cut", CUT, "--beta", "1e-4",
+    result = CliRunner().invoke(app, ["split", "bottleneck", "zoo:efficientnet-lite0", "--cut", CUT, "--beta", "1e-4",
                                       "--epochs", "1", "--augment", "0", "--exit", CUT, "--exit", "block15",
                                       "--export", str(export), *FAST_EXPORT,
                                       "--jpeg-quality", "90,95", "--plot", str(out / "rate.png"), "--json"])
@@ -238,7 +238,7 @@ def test_verify_refuses_bottleneck_weights_that_do_not_match_the_manifest(bottle
 ])
 def test_bad_bottleneck_settings_fail_before_any_work(runner, tmp_path, args, message):
     out, export = tmp_path / "b.json", tmp_path / "pair"
-    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--bottleneck", *args, "--out", str(out),
+    result = runner.invoke(app, ["split", "bottleneck", "zoo:efficientnet-lite0", *args, "--out", str(out),
                                  "--export", str(export)])
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
@@ -258,7 +258,7 @@ def test_a_bad_data_folder_is_refused_in_one_line(runner, tmp_path, labels, mess
     if labels is not None:
         (data / "labels.csv").write_bytes(labels if isinstance(labels, bytes) else labels.encode())
     out, export = tmp_path / "b.json", tmp_path / "pair"
-    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--bottleneck", "--cut", CUT, "--data", str(data),
+    result = runner.invoke(app, ["split", "bottleneck", "zoo:efficientnet-lite0", "--cut", CUT, "--data", str(data),
                                  "--out", str(out), "--export", str(export)])
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
@@ -270,7 +270,7 @@ def test_a_missing_image_is_named(runner, tmp_path):
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)
     (data / "labels.csv").write_text("file,class_index\nnope.jpg,0\nnope1.jpg,1\nnope2.jpg,2\n")
-    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--exit", "block15", "--data", str(data)])
+    result = runner.invoke(app, ["split", "exits", "zoo:efficientnet-lite0", "--exit", "block15", "--data", str(data)])
     assert result.exit_code == 2 and "nope" in result.stderr and "image not found" in result.stderr, result.output
     assert "Traceback" not in result.stderr
 

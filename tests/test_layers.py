@@ -10,10 +10,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "aiflow_cli"
 
-# model source -> cut graph -> profile -> plan -> compress -> export -> serve; jobs span stages; cli on top
+# model source -> cut graph -> profile -> plan -> compress -> export -> serve; api: one entry per verb; cli on top
 RANKS = {"data": 1, "models": 2, "codecs": 3, "profiling": 4, "split": 5, "compress": 6, "export": 7, "serve": 8,
-         "jobs": 9, "cli": 10, "__main__": 11}
-BOTTOM = {"errors", "atomic", "hashing", "tensors", "stats", "ort", "onnx_io", "staging", "schemas", "__init__"}
+         "api": 9, "cli": 10, "__main__": 11}
+BOTTOM = {"errors", "atomic", "hashing", "tensors", "stats", "ort", "onnx_io", "staging", "schemas", "settings", "__init__"}
 
 
 def _module(path: Path) -> str:

@@ -290,7 +290,7 @@ def test_split_without_link_or_cut_says_what_to_pass(runner):
 
 
 def test_device_without_server_is_refused():
-    from aiflow_cli.jobs.split import run_split
+    from aiflow_cli.api.split import PlanSettings
 
     with pytest.raises(InputError, match="go together"):
-        run_split("zoo:efficientnet-lite0", JETSON, None, [])
+        PlanSettings(model="zoo:efficientnet-lite0", device=JETSON)

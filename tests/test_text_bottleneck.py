@@ -119,15 +119,15 @@ def _one_error_line(result) -> str:
 
 def test_text_bottleneck_refuses_what_it_cannot_do_yet(runner, tmp_path):
     export = tmp_path / "pair"
-    line = _one_error_line(runner.invoke(app, ["split", "zoo:minilm-l6", "--bottleneck", "--cut", "layer4",
+    line = _one_error_line(runner.invoke(app, ["split", "bottleneck", "zoo:minilm-l6", "--cut", "layer4",
                                                "--export", str(export)]))
     assert "causal LMs only" in line and "--export" in line and not export.exists()
-    line = _one_error_line(runner.invoke(app, ["split", "zoo:minilm-l6", "--bottleneck", "--cut", "layer4",
+    line = _one_error_line(runner.invoke(app, ["split", "bottleneck", "zoo:minilm-l6", "--cut", "layer4",
                                                "--min-fidelity", "1.5"]))
     assert "--min-fidelity must be in (0, 1]" in line
-    line = _one_error_line(runner.invoke(app, ["split", "zoo:minilm-l6", "--bottleneck", "--cut", "embeddings"]))
+    line = _one_error_line(runner.invoke(app, ["split", "bottleneck", "zoo:minilm-l6", "--cut", "embeddings"]))
     assert "not after a transformer layer" in line
-    line = _one_error_line(runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--bottleneck", "--cut", "block12",
+    line = _one_error_line(runner.invoke(app, ["split", "bottleneck", "zoo:efficientnet-lite0", "--cut", "block12",
                                                "--min-fidelity", "0.9"]))
     assert "--min-fidelity is for text models" in line
 

@@ -339,7 +339,7 @@ def test_generated_option_values_are_refused_before_any_work(beta, drop, count, 
     from typer.testing import CliRunner
 
     out = tmp_path_factory.mktemp("gen") / "b.json"
-    result = CliRunner().invoke(app, ["split", "zoo:efficientnet-lite0", "--bottleneck", "--cut", "nope", "--beta",
+    result = CliRunner().invoke(app, ["split", "bottleneck", "zoo:efficientnet-lite0", "--cut", "nope", "--beta",
                                       beta or "x", "--max-drop", drop or "x", "--verify-count", count or "x",
                                       "--out", str(out)])
     one_line(result)

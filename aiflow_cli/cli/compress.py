@@ -16,22 +16,24 @@ from aiflow_cli.cli.common import (
     progress_bar,
     show,
 )
-from aiflow_cli.cli.options import JsonOpt, TrustSourceOpt
+from aiflow_cli.api.compress import CompressSettings
+from aiflow_cli.cli.options import JsonOpt, TrustSourceOpt, opt
 
 __all__ = ["compress_cmd"]
 
 
+C, D = CompressSettings, CompressSettings.defaults()
+
+
 @cli_errors
 def compress_cmd(
-    model: Annotated[Optional[str], typer.Argument(
-        metavar="[MODEL]", help="Model to compress (as for profile); default: the recipe's 'model:'.")] = None,
-    recipe: Annotated[Path, typer.Option("--recipe", help="YAML recipe, e.g. recipes/minilm-l6-int8-dynamic.yaml.")] = ...,
-    out: Annotated[Path, typer.Option("--out", help="Output directory (compressed model, recipe, report.json).")] = ...,
-    data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Training/calibration data: an ImageNet-style folder or a text file (default: ../shared/data).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out directory.")] = False,
+    model: Annotated[Optional[str], typer.Argument(metavar="[MODEL]", help=C.help("model"))] = D.model,
+    recipe: Annotated[Path, opt(C, "recipe")] = ...,
+    out: Annotated[Path, opt(C, "out")] = ...,
+    data: Annotated[Optional[Path], opt(C, "data")] = D.data,
+    force: Annotated[bool, opt(C, "force")] = D.force,
     as_json: JsonOpt = False,
-    trust_source: TrustSourceOpt = False,
+    trust_source: TrustSourceOpt = D.trust_source,
 ) -> None:
     """Compress MODEL with a recipe: prune, distil, quantise; report size, speed and quality before/after.
 
@@ -39,13 +41,19 @@ def compress_cmd(
     in onnxruntime). The recipe is validated before any work; the output directory appears only
     when every stage succeeded. The result is itself a model source: --model DIR.
     """
-    from aiflow_cli.compress.pipeline import run_compress
+    from aiflow_cli.api.compress import compress
 
+    settings = C.from_options(locals())
     with progress_bar() as progress:
-        report = run_compress(model, recipe, out, data=data, force=force, progress=progress, trust_source=trust_source)
+        report = compress(settings, progress)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
+    _render(report)
+    console.print(f"wrote {out} ({report.seconds_total:.0f} s)")
+
+
+def _render(report) -> None:  # noqa: ANN001 - CompressReport
     b, a = report.before, report.after
     table = Table(title=f"{report.recipe} on {report.model}", title_style="bold")
     for col in ("", "before", "after", "after / before"):
@@ -76,4 +84,3 @@ def compress_cmd(
         figures = ", ".join(f"{k}={v}" for k, v in s.figures.items() if not isinstance(v, list))
         stages.add_row(str(s.index), s.kind + (f"/{s.method}" if s.method else ""), f"{s.seconds:.1f}", figures)
     show(stages)
-    console.print(f"wrote {out} ({report.seconds_total:.0f} s)")

@@ -8,47 +8,41 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from aiflow_cli.api.profile import ProfileSettings
 from aiflow_cli.cli.common import (
     cli_errors,
     console,
+    emit,
     err_console,
     fmt_bytes,
     fmt_count,
     progress_bar,
     show,
 )
-from aiflow_cli.cli.options import JsonOpt, ModelArg, OutFileOpt, TrustRemoteCodeOpt
+from aiflow_cli.cli.options import JsonOpt, ModelArg, OutFileOpt, TrustRemoteCodeOpt, check_outputs, opt
 
 __all__ = ["profile_cmd"]
+
+P, D = ProfileSettings, ProfileSettings.defaults()
 
 
 @cli_errors
 def profile_cmd(
     model: ModelArg,
-    batch: Annotated[int, typer.Option("--batch", help="Batch size of the example input.")] = 1,
-    seq_len: Annotated[Optional[int], typer.Option(
-        "--seq-len", help="Tokens per sequence for text models (default: 128 encoders, 64 causal LMs).")] = None,
-    runtime: Annotated[str, typer.Option(
-        "--runtime", help="Runtime measured here: torch (eager), onnxruntime (each segment exported), or "
-                          "cuda-graph (each segment captured and replayed; --on cuda).")] = "torch",
-    on: Annotated[str, typer.Option(
-        "--on", help="cpu, or cuda: time the segments on this machine's NVIDIA GPU (TF32 allowed, cuDNN "
-                     "autotuned); the output loads as a --server/--device profile in aiflow split.")] = "cpu",
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs after warm-up; medians and p90 over these.")] = 20,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
-    threads: Annotated[Optional[int], typer.Option(
-        "--threads", help="Intra-op threads for torch and onnxruntime (default: all cores). 1 is the most repeatable.")] = None,
+    batch: Annotated[int, opt(P, "batch")] = D.batch,
+    seq_len: Annotated[Optional[int], opt(P, "seq_len")] = D.seq_len,
+    runtime: Annotated[str, opt(P, "runtime")] = D.runtime,
+    on: Annotated[str, opt(P, "on")] = D.on,
+    repeats: Annotated[int, opt(P, "repeats")] = D.repeats,
+    warmup: Annotated[int, opt(P, "warmup")] = D.warmup,
+    threads: Annotated[Optional[int], opt(P, "threads")] = D.threads,
     out: OutFileOpt = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG bar chart of latency and cut sizes.")] = None,
-    target: Annotated[Optional[Path], typer.Option(
-        "--target", help="Hardware YAML (profiles/devices, profiles/servers): add a projected latency per segment.")] = None,
-    target_runtime: Annotated[Optional[str], typer.Option(
-        "--target-runtime", help="With --target: the runtime to project for (eager, cuda-graph, onnxruntime-cuda, "
-                                 "tensorrt, cpu; must be declared in the YAML; default: its default_runtime).")] = None,
-    target_batch: Annotated[Optional[int], typer.Option(
-        "--target-batch", help="With --target: project at this batch size (default: --batch).")] = None,
+    target: Annotated[Optional[Path], opt(P, "target")] = D.target,
+    target_runtime: Annotated[Optional[str], opt(P, "target_runtime")] = D.target_runtime,
+    target_batch: Annotated[Optional[int], opt(P, "target_batch")] = D.target_batch,
     as_json: JsonOpt = False,
-    trust_remote_code: TrustRemoteCodeOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = D.trust_remote_code,
 ) -> None:
     """Measure latency, MACs, parameters, memory and the bytes crossing every cut of MODEL.
 
@@ -57,33 +51,20 @@ def profile_cmd(
     runtime chosen by --target-runtime, kernels x the per-kernel overhead the YAML states, at
     --target-batch. The JSON format is documented in docs/formats.md and is what `aiflow split` reads.
     """
-    from aiflow_cli.atomic import check_writable, write_text_atomic
-    from aiflow_cli.profiling.api import check_profile_settings, run_profile
+    from aiflow_cli.api.profile import profile
+    from aiflow_cli.profiling.plot import plot_profile
 
-    check_profile_settings(batch, seq_len, repeats, warmup, runtime, threads, on)
-    for path in (out, plot):
-        if path is not None:
-            check_writable(path)
+    settings = P.from_options(locals())
+    check_outputs(out, plot)
     with progress_bar(enabled=True) as progress:
-        report = run_profile(model, batch=batch, seq_len=seq_len, runtime=runtime, repeats=repeats,
-                             warmup=warmup, target=target, trust_remote_code=trust_remote_code, progress=progress,
-                             threads=threads, on=on, target_runtime=target_runtime, target_batch=target_batch)
-    text = report.model_dump_json(indent=2)
-    if out is not None:
-        write_text_atomic(out, text + "\n")
+        report = profile(settings, progress)
     _warn(report)
-    if plot is not None:
-        from aiflow_cli.profiling.plot import plot_profile
-
-        plot_profile(report, plot)
-    if as_json:
-        typer.echo(text)
+    if emit(report.model_dump_json(indent=2), out, as_json, plot, lambda path: plot_profile(report, path)):
         return
     _render(report)
-    if out is not None:
-        console.print(f"wrote {out}")
-    if plot is not None:
-        console.print(f"wrote {plot}")
+    for path in (out, plot):
+        if path is not None:
+            console.print(f"wrote {path}")
 
 
 def _warn(report) -> None:  # noqa: ANN001 - ProfileReport, imported lazily

@@ -1,4 +1,10 @@
-"""``aiflow split``: choose where to cut MODEL for a device, server and link; export matched ONNX pairs."""
+"""``aiflow split``: choose where to cut MODEL for a device, server and link; export matched ONNX pairs.
+
+Sub-commands: ``plan`` (the default: ``aiflow split MODEL ...``), ``bottleneck`` (a learned,
+entropy-coded bottleneck at a cut), ``exits`` (early exits alone), ``verify`` (check an export),
+``speculative`` (a draft / target pair). Each builds its settings and calls one library entry in
+:mod:`aiflow_cli.api`.
+"""
 
 from __future__ import annotations
 
@@ -9,217 +15,114 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from aiflow_cli.cli.common import cli_errors, console, fmt_bytes, progress_bar, show
+from aiflow_cli.api.export import SpeculativeSettings, VerifySettings
+from aiflow_cli.api.split import PlanSettings
+from aiflow_cli.cli.bottleneck import bottleneck_cmd, exits_cmd
+from aiflow_cli.cli.common import cli_errors, console, emit, err_console, fmt_bytes, progress_bar, show
 from aiflow_cli.cli.options import (
+    DirArg,
     JsonOpt,
+    ModelArg,
     OutFileOpt,
     TrustRemoteCodeOpt,
     TrustSourceOpt,
+    check_outputs,
+    opt,
 )
-from aiflow_cli.errors import InputError
 
 __all__ = ["app", "split_cmd", "verify_cmd", "speculative_cmd"]
 
+DEPRECATED = {"--bottleneck": "bottleneck", "--exit": "exits"}  # old flag -> the sub-command that replaces it
+
 
 class SplitGroup(TyperGroup):
-    """``aiflow split MODEL ...`` plans and exports (the ``plan`` command, the default);
-    ``aiflow split verify DIR`` checks an export; ``aiflow split speculative`` exports a draft / target pair. A first argument that names no sub-command is a MODEL."""
+    """``aiflow split MODEL ...`` plans and exports (the ``plan`` command, the default). A first
+    argument that names no sub-command is a MODEL. The spellings of the previous release,
+    ``split MODEL --bottleneck`` and ``split MODEL --exit C``, still work, with a deprecation line."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["plan", *args]
+            verb = next((v for flag, v in DEPRECATED.items() if flag in args), "plan")
+            if verb != "plan":
+                err_console.print(f"[yellow]deprecated:[/] aiflow split MODEL {'--bottleneck' if verb == 'bottleneck' else '--exit C'} "
+                                  f"is now aiflow split {verb} MODEL ...; the old spelling goes in the next release",
+                                  highlight=False, soft_wrap=True)
+            args = [verb, *(a for a in args if a != "--bottleneck")]
         return super().parse_args(ctx, args)
 
 
 app = typer.Typer(cls=SplitGroup, no_args_is_help=True, add_completion=False,
                   help="Choose where to cut MODEL for a device, a server and a link, and export the halves "
-                       "(aiflow split MODEL ...); check an export (aiflow split verify DIR); export a draft on the device and "
-                       "a target on the server for speculative decoding (aiflow split speculative).")
+                       "(aiflow split MODEL ...); train a learned bottleneck (aiflow split bottleneck MODEL); measure "
+                       "early exits (aiflow split exits MODEL); check an export (aiflow split verify DIR); export a "
+                       "draft on the device and a target on the server for speculative decoding (aiflow split "
+                       "speculative).")
+
+app.command("bottleneck")(bottleneck_cmd)
+app.command("exits")(exits_cmd)
+
+P, D = PlanSettings, PlanSettings.defaults()
 
 
 @app.command("plan")
 @cli_errors
 def split_cmd(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="A model (as for profile).")],
-    device: Annotated[Optional[Path], typer.Option(
-        "--device", help="Device: profile JSON measured there (aiflow profile --out), or hardware YAML (projected).")] = None,
-    server: Annotated[Optional[Path], typer.Option("--server", help="Server: profile JSON or hardware YAML.")] = None,
-    link: Annotated[Optional[list[Path]], typer.Option("--link", help="Link YAML (profiles/links); repeatable.")] = None,
-    bandwidth: Annotated[Optional[str], typer.Option(
-        "--bandwidth", help="Comma-separated link rates instead of YAML, e.g. 0.5MB/s,1MB/s,2MB/s (or Mbit/s).")] = None,
-    rtt: Annotated[Optional[str], typer.Option("--rtt", help="Round-trip time for --bandwidth links, e.g. 20ms.")] = None,
-    codec: Annotated[str, typer.Option(
-        "--codec", help="Activation codec at the cut: fp32, fp16, int8-tensor, int8-channel; append +zstd to compress.")] = "fp32",
-    profile: Annotated[Optional[Path], typer.Option(
-        "--profile", help="This machine's profile of MODEL, used to project hardware YAML (else measured now).")] = None,
-    device_runtime: Annotated[Optional[str], typer.Option(
-        "--device-runtime", help="Runtime projected on a hardware-YAML device: eager, cuda-graph, onnxruntime-cuda, "
-                                 "tensorrt or cpu, as the YAML declares (default: its default_runtime).")] = None,
-    server_runtime: Annotated[Optional[str], typer.Option(
-        "--server-runtime", help="Runtime projected on a hardware-YAML server (as --device-runtime).")] = None,
-    server_batch: Annotated[Optional[str], typer.Option(
-        "--server-batch", help="Comma-separated batch sizes, e.g. 1,8,32,128,512: project the server half of each best "
-                               "cut (or --cut) at each, and how many devices one server sustains.")] = None,
-    requests_per_device: Annotated[float, typer.Option(
-        "--requests-per-device", help="With --server-batch: requests per second each device sends (30: a 30 fps "
-                                      "camera).")] = 30.0,
-    sensitivity: Annotated[bool, typer.Option(
-        "--sensitivity", help="For each side whose per-kernel figures are assumed: the best cut per link and the plan "
-                              "table with them x0.25 .. x4.")] = False,
-    cut: Annotated[Optional[list[str]], typer.Option("--cut", help="Cut to export (repeatable); default: each link's best.")] = None,
-    export: Annotated[Optional[Path], typer.Option(
-        "--export", help="Write device.onnx/server.onnx per cut, manifest.json and a Triton repository here.")] = None,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Replace a non-empty --export directory, and use profiles flagged unstable.")] = False,
-    exporter: Annotated[str, typer.Option(
-        "--exporter", help="ONNX exporter for the pair: dynamo (torch.export; default) or torchscript (7-27x "
-                           "faster to export, docs/benchmarks.md). Where dynamo fails on a graph, TorchScript writes it, with a warning "
-                           "and a note in manifest.json.")] = "dynamo",
-    triton: Annotated[bool, typer.Option("--triton/--no-triton", help="Also write triton/ for the server halves.")] = True,
-    verify_count: Annotated[int, typer.Option("--verify-count", help="Real inputs to verify each pair on (1 or more).")] = 50,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: stacked device/transfer/server bars per link (with --bottleneck: rate-accuracy curves).")] = None,
+    model: ModelArg,
+    device: Annotated[Optional[Path], opt(P, "device")] = D.device,
+    server: Annotated[Optional[Path], opt(P, "server")] = D.server,
+    link: Annotated[Optional[list[Path]], opt(P, "link")] = None,
+    bandwidth: Annotated[Optional[str], opt(P, "bandwidth")] = D.bandwidth,
+    rtt: Annotated[Optional[str], opt(P, "rtt")] = D.rtt,
+    codec: Annotated[str, opt(P, "codec")] = D.codec,
+    profile: Annotated[Optional[Path], opt(P, "profile")] = D.profile,
+    device_runtime: Annotated[Optional[str], opt(P, "device_runtime")] = D.device_runtime,
+    server_runtime: Annotated[Optional[str], opt(P, "server_runtime")] = D.server_runtime,
+    server_batch: Annotated[Optional[str], opt(P, "server_batch")] = None,
+    requests_per_device: Annotated[float, opt(P, "requests_per_device")] = D.requests_per_device,
+    sensitivity: Annotated[bool, opt(P, "sensitivity")] = D.sensitivity,
+    cut: Annotated[Optional[list[str]], opt(P, "cut")] = None,
+    export: Annotated[Optional[Path], opt(P, "export")] = D.export,
+    force: Annotated[bool, opt(P, "force")] = D.force,
+    exporter: Annotated[str, opt(P, "exporter")] = D.exporter,
+    triton: Annotated[bool, opt(P, "triton", "--triton/--no-triton")] = D.triton,
+    verify_count: Annotated[int, opt(P, "verify_count")] = D.verify_count,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: stacked device/transfer/server bars per link.")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows per link in the ranked table.")] = 8,
     wide: Annotated[bool, typer.Option("--wide", help="Show every column of the tables (needs a wide terminal).")] = False,
-    bottleneck: Annotated[bool, typer.Option(
-        "--bottleneck", help="Train a learned, entropy-coded bottleneck at --cut (image classifiers; causal LMs and "
-                             "sentence encoders per token, on WikiText-2).")] = False,
-    beta: Annotated[Optional[str], typer.Option(
-        "--beta", help="With --bottleneck: rate weights to train, comma-separated (larger = fewer bytes). Default: "
-                       "7e-6,1e-5,1.5e-5,2e-5 for images, 1e-6,3e-6,6e-6,1e-5 for causal LMs, 3e-6,1e-5,2e-5,4e-5 for "
-                       "sentence encoders.")] = None,
-    min_fidelity: Annotated[Optional[float], typer.Option(
-        "--min-fidelity", help="With --bottleneck on a text model: the fidelity the operating point keeps on "
-                               "validation (next-token agreement for causal LMs, default 0.95; embedding cosine for "
-                               "sentence encoders, default 0.99).")] = None,
-    data: Annotated[Optional[list[Path]], typer.Option(
-        "--data", help="With --bottleneck / --exit: image folder with labels.csv and images/ (repeatable; default: "
-                       "imagenet-sample and imagenet-val under ../shared/data). Split by class: class_index % 5 == 0 "
-                       "test, == 1 validation, else train.")] = None,
-    auto: Annotated[bool, typer.Option(
-        "--auto", help="With --bottleneck: search every --cut x --beta (x --exit) for the fastest plan per link.")] = False,
-    max_drop: Annotated[float, typer.Option(
-        "--max-drop", help="With --bottleneck: allowed top-1 drop in points: the operating point is the fewest "
-                           "validation bytes whose drop on the training images and validation together, one "
-                           "standard error up, is within it (never test); "
-                           "exits and --auto keep within it too.")] = 1.0,
-    exit_cut: Annotated[Optional[list[str]], typer.Option(
-        "--exit", help="Early-exit head at this cut (repeatable). Alone: measure exits (image classifiers on "
-                       "--data, causal LMs on WikiText-2); with --bottleneck: plan and export them too.")] = None,
-    jpeg_quality: Annotated[str, typer.Option(
-        "--jpeg-quality", help="With --bottleneck: JPEG upload qualities to compare against, comma-separated "
-                               "(1-95).")] = "10,20,30,40,50,60,70,80,90,95",
-    finetune_server: Annotated[bool, typer.Option(
-        "--finetune-server", help="With --bottleneck: also tune the server half (default: frozen).")] = False,
-    epochs: Annotated[int, typer.Option("--epochs", help="With --bottleneck: training epochs per beta.")] = 4,
-    augment: Annotated[int, typer.Option(
-        "--augment", help="With --bottleneck: augmented views (random resized crops, flips) per training image "
-                          "added to the codec's training data (0: none, the default: at block13 4 views cost 2-3x the training "
-                          "time and did not lower the test drop).")] = 0,
-    target_bytes: Annotated[Optional[float], typer.Option(
-        "--target-bytes", help="With --bottleneck: bytes per image to aim for; beta is searched on validation "
-                               "(--refine extra trainings per cut) and the most accurate point within it is "
-                               "the operating point.")] = None,
-    refine: Annotated[Optional[int], typer.Option(
-        "--refine", help="With --bottleneck: extra trainings per cut that move beta toward --target-bytes, or "
-                         "without it toward the largest beta within --max-drop (training images and validation) (default: 2 with "
-                         "--target-bytes, else 0).")] = None,
-    patch: Annotated[int, typer.Option(
-        "--patch", help="With --bottleneck: transform p x p blocks of the activation, so the codec uses "
-                        "neighbouring positions' correlation (blocks over an odd edge get their own transform). "
-                        "3 (default): at EfficientNet-Lite0 blocks 12-14, beta 2e-5, a 3-4% lower validation loss "
-                        "than 2, which itself sent 0.73-0.78x the bytes of 1 (each position on its own).")] = 3,
-    shrinkage: Annotated[float, typer.Option(
-        "--shrinkage", help="With --bottleneck on images: pull the transform's covariance and Fisher estimates "
-                            "toward their diagonals (0-1), so the codec fits the training images less. 0.2 "
-                            "(default): 3% lower validation loss than 0 at block12.")] = 0.2,
     out: OutFileOpt = None,
     as_json: JsonOpt = False,
-    trust_remote_code: TrustRemoteCodeOpt = False,
-    trust_source: TrustSourceOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = D.trust_remote_code,
 ) -> None:
     """Choose where to cut MODEL for a device, a server and a link, and export the halves.
 
-    Ranks every cut (and device-only / server-only) by predicted latency per request:
-    device time + encode + bytes / rate + RTT + server time + decode + result / rate.
-    Prints the best cut per link and a plan table of the link rates at which the best cut
-    changes. With --export, writes verified device.onnx / server.onnx pairs and manifest.json.
-
-    Check an export directory later with:  aiflow split verify DIR
-
-    With --bottleneck: train a learned bottleneck (task-aware transform, learned density, real
-    range coding) at --cut for each --beta on the training split of --data, and print its
-    rate-accuracy table against JPEG upload and the non-learned codecs on the evaluation split;
-    --plot draws the rate-accuracy curves, --export writes the pair of the best point. For a
-    causal LM or a sentence encoder (e.g. zoo:smollm2-135m --cut layer15), the bottleneck codes
-    each token's hidden state and is compared, in bytes per token, with fp16, int8+zstd and a
-    uniform quantiser on WikiText-2.
+    Ranks every cut (and device-only / server-only) by predicted latency per request: device time +
+    encode + bytes / rate + RTT + server time + decode + result / rate. Prints the best cut per link
+    and the link rates at which the best cut changes. With --export, writes verified device.onnx /
+    server.onnx pairs and manifest.json (check them later with aiflow split verify DIR).
     """
-    from aiflow_cli.atomic import check_writable, write_text_atomic
-    from aiflow_cli.jobs.split import run_split
-    from aiflow_cli.split.links import resolve_links
+    from aiflow_cli.api.split import plan
+    from aiflow_cli.split.plot import plot_plan
 
-    if bottleneck:
-        from aiflow_cli.cli.bottleneck import bottleneck_cmd
-
-        return bottleneck_cmd(model, cuts=cut or [], beta=beta, data=data, auto=auto, max_drop=max_drop,
-                              exits=exit_cut or [], finetune_server=finetune_server, epochs=epochs, patch=patch,
-                              shrinkage=shrinkage,
-                              jpeg_quality=jpeg_quality, wide=wide, device=device,
-                              server=server, link=link or [], bandwidth=bandwidth, rtt=rtt, profile=profile,
-                              export=export, force=force, plot=plot, out=out, as_json=as_json, augment=augment,
-                              target_bytes=target_bytes, refine=refine, min_fidelity=min_fidelity,
-                              exporter=exporter)
-    if exit_cut:
-        from aiflow_cli.cli.bottleneck import exits_cmd
-
-        if export is not None or device is not None:
-            raise InputError("--exit without --bottleneck only measures exits",
-                             "add --bottleneck to plan and export a pair that carries them")
-        return exits_cmd(model, exit_cut, max_drop, data, out, as_json)
-
-    links = resolve_links(link or [], bandwidth, rtt) if (link or bandwidth or device) else []
-    for path in (out, plot):
-        if path is not None:
-            check_writable(path)
+    settings = P.from_options(locals())
+    check_outputs(out, plot)
     with progress_bar() as progress:
-        outcome = run_split(model, device, server, links, codec=codec, host_profile=profile, cuts=cut,
-                            export_dir=export, force=force, triton=triton, verify_count=verify_count,
-                            trust_remote_code=trust_remote_code, progress=progress, accept_unstable=force,
-                            device_runtime=device_runtime, server_runtime=server_runtime,
-                            server_batches=_batches(server_batch), requests_per_device=requests_per_device,
-                            sensitivity=sensitivity, exporter=exporter)
-    plan = outcome.result.plan if outcome.result else None
-    if plan is not None:
-        text = plan.model_dump_json(indent=2)
-        if out is not None:
-            write_text_atomic(out, text + "\n")
-        if plot is not None:
-            from aiflow_cli.split.plot import plot_plan
-
-            plot_plan(plan, plot)
+        outcome = plan(settings, progress)
+    result, manifest = outcome.result, outcome.manifest
+    if result is not None:
+        emit(result.plan.model_dump_json(indent=2), out, False, plot, lambda path: plot_plan(result.plan, path))
     if as_json:
         import json
 
-        payload = {"plan": plan.model_dump(mode="json") if plan else None,
-                   "manifest": outcome.manifest.model_dump(mode="json") if outcome.manifest else None}
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(json.dumps({"plan": result.plan.model_dump(mode="json") if result else None,
+                               "manifest": manifest.model_dump(mode="json") if manifest else None}, indent=2))
         return
-    if outcome.result is not None:
-        _render_plan(outcome.result, top, wide)
-    if outcome.manifest is not None:
-        _render_manifest(outcome.manifest, export)
-    for path in (out, plot):
-        if path is not None and plan is not None:
+    if result is not None:
+        _render_plan(result, top, wide)
+    if manifest is not None:
+        _render_manifest(manifest, export)
+    for path in (out, plot) if result is not None else ():
+        if path is not None:
             console.print(f"wrote {path}")
-
-
-def _batches(text: Optional[str]) -> Optional[list[int]]:
-    if not text:
-        return None
-    try:
-        return [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        raise InputError(f"--server-batch: cannot read '{text}'", "for example --server-batch 1,8,32,128,512") from None
 
 
 def _node(node) -> str:  # noqa: ANN001 - NodeInfo
@@ -326,13 +229,16 @@ def _render_manifest(manifest, export: Path | None, title: str = "exported to") 
         console.print(f"[yellow]exported by {line}[/yellow]" if "dynamo failed" in line else f"exported by {line}")
 
 
+V, VD = VerifySettings, VerifySettings.defaults()
+
+
 @app.command("verify")
 @cli_errors
 def verify_cmd(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by aiflow split --export.")],
-    count: Annotated[int, typer.Option("--verify-count", help="Real inputs to re-run each pair on (1 or more).")] = 50,
-    trust_remote_code: TrustRemoteCodeOpt = False,
-    trust_source: TrustSourceOpt = False,
+    directory: DirArg,
+    verify_count: Annotated[int, opt(V, "verify_count")] = VD.verify_count,
+    trust_remote_code: TrustRemoteCodeOpt = VD.trust_remote_code,
+    trust_source: TrustSourceOpt = VD.trust_source,
     as_json: JsonOpt = False,
 ) -> None:
     """Check an export: the manifest's schema, every path, size and sha256, every declared tensor against
@@ -341,11 +247,11 @@ def verify_cmd(
     Exit 2 names the first field that does not match; exit 3 means a pair does not reproduce its
     reference (the unsplit model; for a learned bottleneck, its training graph).
     """
-    from aiflow_cli.export.check import verify_export_dir
+    from aiflow_cli.api.export import verify_export
 
+    settings = V.from_options(locals())
     with console.status(f"verifying {directory}"):
-        manifest = verify_export_dir(directory, count=count, trust_remote_code=trust_remote_code,
-                                     trust_source=trust_source)
+        manifest = verify_export(settings)
     if as_json:
         typer.echo(manifest.model_dump_json(indent=2))
         return
@@ -355,24 +261,19 @@ def verify_cmd(
                   f"reproduce {against}", highlight=False)
 
 
+S, SD = SpeculativeSettings, SpeculativeSettings.defaults()
+
+
 @app.command("speculative")
 @cli_errors
 def speculative_cmd(
-    draft: Annotated[str, typer.Option("--draft", help="The device's draft model: a causal LM sharing the target's "
-                                                       "tokenizer (zoo:..., hf:..., or a folder from aiflow compress).")],
-    target: Annotated[str, typer.Option("--target", help="The server's target model (zoo:..., hf:..., a folder).")],
-    export: Annotated[Path, typer.Option("--export", help="Write draft.onnx, target.onnx, the tokenizer and "
-                                                          "manifest.json here (all or nothing).")],
-    weights: Annotated[str, typer.Option("--weights", help="fp32 (the models' own weights), int4 (every MatMul "
-                                                           "4-bit, MatMulNBits with int8 compute: needed for models "
-                                                           "over 2 GB in fp32, e.g. the Qwen pair; k-token and "
-                                                           "1-token passes can round apart and flip near-ties) or "
-                                                           "int4-f32 (the same weights, fp32 compute: 2-3x slower "
-                                                           "here, no such flips).")] = "fp32",
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing export folder.")] = False,
-    exporter: Annotated[str, typer.Option(
-        "--exporter", help="ONNX exporter: dynamo (default) or torchscript (7-27x faster to export).")] = "dynamo",
-    trust_remote_code: TrustRemoteCodeOpt = False,
+    draft: Annotated[str, opt(S, "draft")],
+    target: Annotated[str, opt(S, "target")],
+    export: Annotated[Path, opt(S, "export")],
+    weights: Annotated[str, opt(S, "weights")] = SD.weights,
+    force: Annotated[bool, opt(S, "force")] = SD.force,
+    exporter: Annotated[str, opt(S, "exporter")] = SD.exporter,
+    trust_remote_code: TrustRemoteCodeOpt = SD.trust_remote_code,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a draft / target pair for speculative decoding across the link: the device drafts k tokens,
@@ -381,16 +282,11 @@ def speculative_cmd(
     Both get a KV cache. Refused when the vocabularies differ. Nothing is written unless speculative
     greedy decoding through both graphs reproduces the target's own greedy output token for token.
     """
-    from aiflow_cli.export.speculative import export_speculative
-    from aiflow_cli.models import load_model
+    from aiflow_cli.api.export import export_speculative
 
+    settings = S.from_options(locals())
     with progress_bar(not as_json) as progress:
-        progress("load models", 0, 2)
-        draft_model = load_model(draft, trust_remote_code=trust_remote_code)
-        target_model = load_model(target, trust_remote_code=trust_remote_code)
-        progress("load models", 2, 2)
-        manifest = export_speculative(draft_model, target_model, export, force=force, progress=progress,
-                                      weights=weights, exporter=exporter)
+        manifest = export_speculative(settings, progress)
     if as_json:
         typer.echo(manifest.model_dump_json(indent=2))
         return
@@ -398,3 +294,4 @@ def speculative_cmd(
     console.print(f"[green]exported[/] {export}: draft {fmt_bytes(pair.device.size_bytes)} (device), target "
                   f"{fmt_bytes(pair.server.size_bytes)} (server), {info.vocab_size:,} tokens, context "
                   f"{info.max_positions:,}; {pair.verification.inputs}: token-identical", highlight=False)
+

@@ -24,13 +24,13 @@ from aiflow_cli.errors import InputError
 from aiflow_cli.serve.halves import ServedModel, SessionLost
 from aiflow_cli.serve.protocol import (
     HEADER_LENGTH,
+    MAX_BODY_BYTES,
     encode_infer_response,
     parse_infer_request,
 )
 
-__all__ = ["build_app", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["build_app"]
 
-DEFAULT_MAX_BODY_BYTES = 64 * 2**20
 log = logging.getLogger("aiflow.serve")
 
 
@@ -56,7 +56,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def build_app(models: dict[str, ServedModel], token: str | None = None,
-              max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+              max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
     def authorised(request: Request) -> bool:
         if token is None:
             return True

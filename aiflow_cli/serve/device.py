@@ -21,7 +21,7 @@ import numpy as np
 
 from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
 from aiflow_cli.codecs.registry import codec_from_spec
-from aiflow_cli.errors import InputError
+from aiflow_cli.errors import InputError, PeerError, SessionLostError
 from aiflow_cli.export.check import check_declarations, check_files
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import ExportedPair, Manifest, load_manifest
@@ -95,27 +95,44 @@ class V2Client:
               **kwargs: Any) -> tuple[Any, int, str | None]:
         """(result or None, attempts, error). Retries connection failures and 5xx answers only:
         a 4xx is the request's own fault and retrying cannot help."""
+        result, attempts, error, _ = self._attempt(model, tensors, outputs, request_id, **kwargs)
+        return result, attempts, error
+
+    def call(self, model: str, tensors: dict[str, np.ndarray], outputs: list[str], request_id: str,
+             **kwargs: Any) -> Any:
+        """The result, or :class:`SessionLostError` for a 409 (the server lost the session) and
+        :class:`PeerError` for any other failure, after the same retries as :meth:`infer`."""
+        result, _, error, status = self._attempt(model, tensors, outputs, request_id, **kwargs)
+        if result is not None:
+            return result
+        if status == 409:
+            raise SessionLostError(f"the server lost the session: {error}", status=status)
+        raise PeerError(f"the server did not answer the request to {model}: {error}", status=status)
+
+    def _attempt(self, model: str, tensors: dict[str, np.ndarray], outputs: list[str], request_id: str,
+                 **kwargs: Any) -> tuple[Any, int, str | None, int | None]:
         from tritonclient.utils import InferenceServerException
 
         inputs = self._inputs(tensors)
         wanted = [self.httpclient.InferRequestedOutput(n, binary_data=True) for n in outputs]
-        error = None
+        error, code = None, None
         for attempt in range(1, self.retries + 2):
             try:
                 result = self.client.infer(model, inputs, outputs=wanted, request_id=request_id, headers=self.headers,
                                            **kwargs)
-                return result, attempt, None
+                return result, attempt, None, None
             except InferenceServerException as exc:
                 status = str(exc.status() or "")
                 error = f"{status or 'error'}: {exc.message()}"
+                code = int(status) if status.isdigit() else None
                 if status and status not in RETRYABLE_STATUS:
-                    return None, attempt, error
+                    return None, attempt, error, code
             except Exception as exc:  # noqa: BLE001 - connection refused / reset / timeout from the HTTP stack
-                error = f"{exc.__class__.__name__}: {exc}"[:200]
+                error, code = f"{exc.__class__.__name__}: {exc}"[:200], None
                 self.client = self._connect()
             if attempt <= self.retries:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
-        return None, self.retries + 1, error
+        return None, self.retries + 1, error, code
 
     def compute_ms(self, models: list[str]) -> float:
         """Cumulative compute time (input + infer + output) a Triton server reports for ``models``

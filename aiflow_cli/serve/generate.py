@@ -18,7 +18,7 @@ import numpy as np
 
 from aiflow_cli.codecs.base import CodecSpec
 from aiflow_cli.codecs.registry import codec_from_spec
-from aiflow_cli.errors import InputError
+from aiflow_cli.errors import InputError, PeerError, SessionLostError
 from aiflow_cli.models.speculative import empty_past
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import ExportedPair, Manifest
@@ -69,21 +69,20 @@ class LMDevice:
         while len(gen.tokens) < max_new_tokens:
             t0 = time.perf_counter()
             data = np.frombuffer(frame(self.codec.pack(np.ascontiguousarray(hidden))), dtype=np.uint8)
-            result, _, error = client.infer(self.model, {self.hidden_name: data}, ["next_token"],
-                                            f"{gen.session}-{position}", sequence_id=gen.session,
-                                            sequence_start=start, parameters={"position": position})
             gen.round_trips += 1
             gen.bytes_sent += data.size
-            if result is None and error and error.startswith("409"):  # the server lost the session
+            try:
+                result = client.call(self.model, {self.hidden_name: data}, ["next_token"], f"{gen.session}-{position}",
+                                     sequence_id=gen.session, sequence_start=start, parameters={"position": position})
+            except SessionLostError as exc:  # the server lost the session: resend the prefix
                 gen.resent_prefixes += 1
                 if gen.resent_prefixes > 3:
-                    raise InputError(f"the server keeps losing session {gen.session}: {error}")
+                    raise PeerError(f"the server keeps losing session {gen.session}: {exc.message}",
+                                    status=exc.status) from None
                 prefix = np.array([list(prompt_ids) + gen.tokens])
                 hidden, past = self._hidden(prefix, self._empty())
                 position, start = 0, True
                 continue
-            if result is None:
-                raise InputError(f"generation failed after retries: {error}")
             token = int(np.asarray(result.as_numpy("next_token")).reshape(-1)[0])
             position += hidden.shape[1]
             start = False

@@ -10,6 +10,11 @@ direction, as on one radio link), then delivered ``delay`` later::
 
 The rate may follow a trace over time (CSV lines ``seconds,rate``, e.g. ``10,0.25MB/s``; the last
 rate holds). Memory is bounded: at most ``MAX_IN_FLIGHT`` bytes wait in a direction.
+
+The event loop's timers wake up to a millisecond late (epoll counts in milliseconds), which would
+add up to 1 ms to every delivery. So a chunk that is not yet due waits in a small thread pool
+(``time.sleep`` there is accurate to about 0.1 ms and holds neither the loop nor the GIL); the loop
+keeps serving every other connection meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import csv
 import io
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +35,7 @@ __all__ = ["LinkShape", "read_trace", "LinkProxy", "start_link_thread"]
 
 CHUNK = 16 * 1024
 MAX_IN_FLIGHT = 8 * 2**20
-SPIN_S = 0.0015
+WAITERS = 32  # threads that wait out chunks not yet due (one per connection direction in flight)
 
 
 @dataclass
@@ -80,11 +86,22 @@ def read_trace(path: Path) -> list[tuple[float, float]]:
     return points
 
 
+def _sleep_until(due: float) -> None:
+    """Block this (worker) thread until ``time.monotonic()`` reaches ``due``."""
+    while (wait := due - time.monotonic()) > 0:
+        time.sleep(wait)
+
+
 class _Direction:
-    """One direction of the link: the serialisation queue every connection shares."""
+    """One direction of the link: the serialisation queue every connection shares. Times are
+    ``time.monotonic()``, the clock asyncio's loop reads too."""
 
     def __init__(self, shape: LinkShape, t0: float) -> None:
         self.shape, self.t0, self.busy_until, self.bytes = shape, t0, 0.0, 0
+
+    def restart(self, t0: float) -> None:
+        """The trace's time 0 (the proxy starts serving)."""
+        self.t0, self.busy_until = t0, 0.0
 
     def schedule(self, now: float, nbytes: int) -> float:
         start = max(now, self.busy_until)
@@ -99,13 +116,17 @@ class LinkProxy:
     def __init__(self, listen: tuple[str, int], target: tuple[str, int], up: LinkShape, down: LinkShape) -> None:
         self.listen, self.target = listen, target
         self.up_shape, self.down_shape = up, down
+        self.up, self.down = _Direction(up, time.monotonic()), _Direction(down, time.monotonic())
         self.server: asyncio.AbstractServer | None = None
         self.port: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.waiters = ThreadPoolExecutor(WAITERS, thread_name_prefix="aiflow-link-wait")
 
     async def start(self) -> None:
-        loop = self.loop = asyncio.get_running_loop()
-        self.up, self.down = _Direction(self.up_shape, loop.time()), _Direction(self.down_shape, loop.time())
+        self.loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        self.up.restart(now)
+        self.down.restart(now)
         self.server = await asyncio.start_server(self._connection, self.listen[0], self.listen[1])
         self.port = self.server.sockets[0].getsockname()[1]
 
@@ -129,7 +150,7 @@ class LinkProxy:
         async def pump() -> None:
             try:
                 while data := await reader.read(CHUNK):
-                    await queue.put((direction.schedule(loop.time(), len(data)), data))
+                    await queue.put((direction.schedule(time.monotonic(), len(data)), data))
             except (ConnectionError, OSError):
                 pass
             await queue.put(None)
@@ -138,10 +159,8 @@ class LinkProxy:
             try:
                 while (item := await queue.get()) is not None:
                     due, data = item
-                    if (wait := due - loop.time()) > SPIN_S:  # the selector wakes late by up to a millisecond:
-                        await asyncio.sleep(wait - SPIN_S)  # sleep to just before, then spin to the moment
-                    while loop.time() < due:
-                        pass
+                    if due > time.monotonic():  # wait in a worker thread: the loop's timers wake late
+                        await loop.run_in_executor(self.waiters, _sleep_until, due)
                     writer.write(data)
                     await writer.drain()
             except (ConnectionError, OSError):
@@ -162,6 +181,7 @@ class LinkProxy:
         """Stop accepting and close (from any thread)."""
         if self.loop is not None and self.server is not None:
             self.loop.call_soon_threadsafe(self.server.close)
+        self.waiters.shutdown(wait=False, cancel_futures=True)
 
     @property
     def bytes_up(self) -> int:

@@ -29,6 +29,7 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 NUMPY_OF = {"BOOL": np.bool_, "UINT8": np.uint8, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
             "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
 V2_OF = {np.dtype(v).name: k for k, v in NUMPY_OF.items()}
+MAX_BODY_BYTES = 64 * 2**20  # the largest request body a server reads (413 above); --max-body changes it
 MAX_TENSORS = 64
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from aiflow_cli.errors import InputError
+from aiflow_cli.errors import InputError, PeerError, SessionLostError
 from aiflow_cli.export.check import check_declarations, check_files
 from aiflow_cli.export.speculative import TOKENIZER_DIR
 from aiflow_cli.hashing import vocabulary_sha256
@@ -66,29 +66,30 @@ class RemoteVerifier:
         self.position, self.start = 0, True
         self.stats = RemoteStats()
 
-    def _params(self, **extra: Any) -> dict[str, Any]:
+    def params(self, **extra: Any) -> dict[str, Any]:
+        """The round's parameters: the position the server must hold, and how to sample."""
         params: dict[str, Any] = {"position": self.position, **extra}
         if not self.sampling.greedy:
             params.update(temperature=self.sampling.temperature, top_p=self.sampling.top_p,
                           top_k=self.sampling.top_k, seed=self.seed)
         return params
 
-    def _send(self, tensors: dict[str, np.ndarray], outputs: list[str], params: dict[str, Any],  # noqa: ANN202
-              end: bool = False):
-        """(result or None when the session was lost)."""
-        result, _, error = self.client.infer(self.model, tensors, outputs, f"{self.session}-{self.position}",
-                                             sequence_id=self.session, sequence_start=self.start, sequence_end=end,
-                                             parameters=params)
+    def send(self, tensors: dict[str, np.ndarray], outputs: list[str], params: dict[str, Any],  # noqa: ANN201
+             end: bool = False):
+        """The server's result, or None when it lost the session (the prefix is then resent from 0)."""
         self.stats.round_trips += 1
         self.stats.request_bytes.append(sum(a.nbytes for a in tensors.values()))
-        if result is None and error and error.startswith("409"):
+        try:
+            result = self.client.call(self.model, tensors, outputs, f"{self.session}-{self.position}",
+                                      sequence_id=self.session, sequence_start=self.start, sequence_end=end,
+                                      parameters=params)
+        except SessionLostError as exc:
             self.stats.resent_prefixes += 1
             if self.stats.resent_prefixes > MAX_RESENDS:
-                raise InputError(f"the server keeps losing session {self.session}: {error}")
+                raise PeerError(f"the server keeps losing session {self.session}: {exc.message}",
+                                status=exc.status) from None
             self.position, self.start = 0, True
             return None
-        if result is None:
-            raise InputError(f"the server refused the round: {error}")
         self.stats.server_ms.append(float((result.get_response().get("parameters") or {}).get("aiflow_server_ms", 0)))
         return result
 
@@ -100,13 +101,13 @@ class RemoteVerifier:
                 tensors.update(draft_support=np.concatenate(supports).astype(np.int32),
                                draft_probs=np.concatenate(probs).astype(np.float16),
                                draft_sizes=np.array([len(s) for s in supports], dtype=np.int32))
-            result = self._send(tensors, ["accepted", "next_token"], self._params(draft_count=len(drafts)))
+            result = self.send(tensors, ["accepted", "next_token"], self.params(draft_count=len(drafts)))
             if result is None:
                 continue
             accepted = int(result.as_numpy("accepted").reshape(-1)[0])
             token = int(result.as_numpy("next_token").reshape(-1)[0])
             if not 0 <= accepted <= len(drafts):
-                raise InputError(f"the server accepted {accepted} of {len(drafts)} drafts")
+                raise PeerError(f"the server accepted {accepted} of {len(drafts)} drafts")
             self.stats.drafts_sent += len(drafts)
             self.stats.sampling_bytes += sum(a.nbytes for n, a in tensors.items() if n != "input_ids")
             self.position, self.start = len(committed) + accepted, False
@@ -120,8 +121,8 @@ def server_only(client: V2Client, model: str, prompt: list[int], max_new_tokens:
     verifier = RemoteVerifier(client, model, sampling, seed)
     t0 = time.perf_counter()
     while True:
-        result = verifier._send({"input_ids": np.asarray([prompt], dtype=np.int64)}, ["tokens"],
-                                verifier._params(max_new_tokens=max_new_tokens), end=True)
+        result = verifier.send({"input_ids": np.asarray([prompt], dtype=np.int64)}, ["tokens"],
+                               verifier.params(max_new_tokens=max_new_tokens), end=True)
         if result is not None:
             return result.as_numpy("tokens").reshape(-1).tolist(), time.perf_counter() - t0
 

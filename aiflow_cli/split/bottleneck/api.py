@@ -67,8 +67,8 @@ from aiflow_cli.split.bottleneck.train import (
 from aiflow_cli.split.cost import Link, SideCost
 from aiflow_cli.stats import drop_of, share
 
-__all__ = ["BottleneckRun", "run_bottleneck", "check_betas", "check_bottleneck_settings", "parse_betas", "interpolate_bytes_at",
-           "exit_points", "choose_operating_point", "choice_bound", "CHOICE_Z", "check_max_drop", "parse_jpeg_qualities",
+__all__ = ["BottleneckRun", "run_bottleneck", "check_betas", "check_bottleneck_settings", "interpolate_bytes_at",
+           "exit_points", "choose_operating_point", "choice_bound", "CHOICE_Z", "check_max_drop",
            "next_beta"]
 
 Progress = Callable[[str, int, int], None]
@@ -131,25 +131,6 @@ def check_bottleneck_settings(model: SegmentedModel, cuts: list[str], betas: lis
         raise InputError(f"--bottleneck trains on labelled images; {model.name} is a {model.task} model",
                          "use an image classifier such as zoo:efficientnet-lite0")
     return check_image_data(data)
-
-
-def parse_betas(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"--beta: cannot read '{text}' as numbers", "for example --beta 3e-5,1e-4,3e-4") from None
-
-
-def parse_jpeg_qualities(text: str | tuple[int, ...]) -> tuple[int, ...]:
-    if isinstance(text, tuple):
-        return text
-    try:
-        qualities = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise InputError(f"--jpeg-quality: cannot read '{text}' as whole numbers", "for example --jpeg-quality 50,90,95") from None
-    if not qualities or any(not 1 <= q <= 95 for q in qualities):
-        raise InputError(f"--jpeg-quality: qualities run from 1 to 95, got '{text}'", "for example --jpeg-quality 50,90,95")
-    return qualities
 
 
 def interpolate_bytes_at(curve: list[tuple[float, float]], agreement: float) -> float | None:

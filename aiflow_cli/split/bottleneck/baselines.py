@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from aiflow_cli.split.bottleneck.defaults import JPEG_QUALITIES
 from aiflow_cli.codecs import make_codec
 from aiflow_cli.codecs.entropy import EntropyTables
 from aiflow_cli.schemas.bottleneck import Scores
@@ -30,7 +31,6 @@ from aiflow_cli.split.bottleneck.scoring import score_logits
 __all__ = ["Baseline", "jpeg_baselines", "jpeg_roundtrip", "activation_baselines", "uniform_baselines",
            "UniformQuantizer", "UNIFORM_STEPS", "JPEG_QUALITIES"]
 
-JPEG_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 UNIFORM_STEPS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 

@@ -34,6 +34,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
+from aiflow_cli.split.bottleneck.defaults import TEXT_BETAS, TEXT_MIN_FIDELITY
 from aiflow_cli.codecs import make_codec
 from aiflow_cli.codecs.learned import BottleneckNet, LearnedBottleneckCodec, step_for_beta
 from aiflow_cli.errors import InputError
@@ -55,8 +56,6 @@ __all__ = ["TEXT_TASKS", "TEXT_SPLIT_RULE", "TextPart", "TextData", "text_data",
 TEXT_TASKS = {"causal-lm": "next-token", "sentence-embedding": "sentence-embedding"}
 TEXT_SPLIT_RULE = ("WikiText-2: valid, first 3/4 of the windows train the codec, last 1/4 chooses (validation); "
                    "test reports")
-_DEFAULT_BETAS = {"next-token": (1e-6, 3e-6, 6e-6, 1e-5), "sentence-embedding": (3e-6, 1e-5, 2e-5, 4e-5)}
-_DEFAULT_MIN_FIDELITY = {"next-token": 0.95, "sentence-embedding": 0.99}
 UNIFORM_STEPS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 WINDOW = 128
 _COUNTS = {"next-token": (160, 40), "sentence-embedding": (400, 200)}  # windows from valid, from test
@@ -65,11 +64,11 @@ Progress = Callable[[str, int, int], None]
 
 
 def default_text_betas(model: SegmentedModel) -> tuple[float, ...]:
-    return _DEFAULT_BETAS[TEXT_TASKS[model.task]]
+    return TEXT_BETAS[TEXT_TASKS[model.task]]
 
 
 def default_min_fidelity(model: SegmentedModel) -> float:
-    return _DEFAULT_MIN_FIDELITY[TEXT_TASKS[model.task]]
+    return TEXT_MIN_FIDELITY[TEXT_TASKS[model.task]]
 
 
 def tokens_as_images(h: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from aiflow_cli.split.bottleneck.defaults import AUGMENT, EPOCHS, PATCH, SHRINKAGE
 from aiflow_cli.codecs.learned import (
     BottleneckNet,
     LearnedBottleneckCodec,
@@ -67,10 +68,10 @@ class TrainSettings:
     # EfficientNet-Lite0's 7x7 cuts: 2 sends 0.73-0.78x the bytes of 1 at the same beta; once blocks
     # over the odd edge had their own transforms, 3 beat 2 on validation loss (KL + beta x bits) at
     # beta 2e-5 at blocks 12, 13 and 14 (0.1727/0.1784/0.1951 against 0.1784/0.1860/0.2038)
-    patch: int = 3
-    augment: int = 0  # augmented views (random resized crops, flips) per training image, added to the codec's data
+    patch: int = PATCH
+    augment: int = AUGMENT  # augmented views (random resized crops, flips) per training image, added to the codec's data
     # (measured at block13: no lower test drop at patch 1 or 2, 2-3x the training time; the knob stays)
-    epochs: int = 4
+    epochs: int = EPOCHS
     batch_size: int = 32
     learning_rate: float = 1e-2  # gains and density
     transform_learning_rate: float = 0.0  # analysis / synthesis stay at the task-aware KLT: tuning them on a few hundred images overfits
@@ -80,7 +81,7 @@ class TrainSettings:
     # a 192-channel cut has 1,728 dimensions, estimated from a few thousand blocks. Measured at
     # block12, beta 1e-5 (validation loss, KL + beta x bits): 0.1111 at 0, 0.1076 at 0.2, 0.1124 at
     # 0.5; and the training inputs' KL, 0.77x unseen images' at 0, moved to 0.89x at 0.2
-    shrinkage: float = 0.2
+    shrinkage: float = SHRINKAGE
     reconstruction_epochs: int = 2  # stage 4, the server's offsets for rounded symbols (0: none, q stays q)
     reconstruction_inputs: int = 512  # training inputs stage 4 draws (three numbers need few; the tail's backward is slow)
     finetune_server: bool = False

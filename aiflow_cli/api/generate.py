@@ -1,12 +1,14 @@
-"""The library call behind ``aiflow serve-pair generate``: text generation across the link from an
-export, by speculative decoding (a draft / target export) or by a split causal LM (an LM pair)."""
+"""``generate()``: text generation across the link from an export, by speculative decoding (a draft /
+target export) or by a split causal LM (an LM pair)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
 
 from aiflow_cli.errors import InputError
 from aiflow_cli.export.lm_pair import eos_ids
@@ -16,33 +18,62 @@ from aiflow_cli.schemas.manifest import load_manifest
 from aiflow_cli.serve.device import V2Client
 from aiflow_cli.serve.generate import LMDevice
 from aiflow_cli.serve.speculative import SpeculativeDevice, server_only
+from aiflow_cli.settings import Settings
 
-__all__ = ["GeneratedText", "GenerateSettings", "run_generate", "parse_k"]
+__all__ = ["GeneratedText", "GenerateSettings", "generate", "parse_k"]
 
 
-def parse_k(text: str) -> int | str:
+def parse_k(text: str | int) -> int | str:
     """``--k``: a whole number in 1..MAX_K, or ``auto``."""
     if text == "auto":
         return "auto"
     try:
         k = int(text)
-    except ValueError:
+    except (TypeError, ValueError):
         raise InputError(f"--k '{text}': expected a whole number or 'auto'", "for example --k 4 or --k auto") from None
     if not 1 <= k <= MAX_K:
         raise InputError(f"--k {k} is out of range", f"draft 1 to {MAX_K} tokens per round, or --k auto")
     return k
 
 
-@dataclass
-class GenerateSettings:
-    max_new_tokens: int = 64
-    k: int | str = 4
-    k_max: int = 16
-    sampling: Sampling = field(default_factory=Sampling)
-    seed: int = 0
-    server_only_baseline: bool = False
-    threads: int | None = 1
-    token: str | None = None
+class GenerateSettings(Settings):
+    directory: Path = Field(description="A folder written by aiflow split speculative or aiflow split --export.")
+    server: str = Field(description="The v2 server (or a link in front of it), HOST:PORT.")
+    prompt: list[str] = Field(description="Text to continue (repeatable).")
+    max_new_tokens: int = Field(64, ge=1, le=32_768, description="Tokens to generate per prompt.")
+    k: Union[int, str] = Field("4", description="Speculative: drafts per round (1-64), or auto (chosen each round "
+                                                "from the measured acceptance, draft time and round trip).")
+    k_max: int = Field(16, ge=1, le=MAX_K, description="With --k auto: the largest k it may pick.")
+    temperature: float = Field(0.0, description="0 is greedy (token-identical to the target alone); above 0 samples "
+                                                "exactly from the target.")
+    top_p: float = Field(1.0, description="Sampling: nucleus cut.")
+    top_k: int = Field(0, description="Sampling: keep the k most likely tokens (0: all).")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Sampling seed.")
+    server_only: bool = Field(False, description="Speculative: also time the target generating alone on the server "
+                                                 "(the baseline).")
+    token_file: Optional[Path] = Field(None, description="A file holding the server's bearer token.")
+    threads: Optional[int] = Field(1, ge=1, le=1024, description="onnxruntime threads on the device.")
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k(cls, value: object) -> object:
+        return parse_k(value)  # type: ignore[arg-type]
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise InputError("no prompt given", "pass --prompt TEXT (repeatable)")
+        return value
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(self.temperature, self.top_p, self.top_k)
+
+    @model_validator(mode="after")
+    def _sampling(self) -> "GenerateSettings":
+        self.sampling  # noqa: B018 - Sampling checks temperature, top-p and top-k
+        return self
 
 
 @dataclass
@@ -64,21 +95,19 @@ class GeneratedText:
         return asdict(self)
 
 
-def run_generate(directory: Path, server: str, prompts: list[str], settings: GenerateSettings,
-                 progress: Callable[[str, int, int], None] | None = None) -> list[GeneratedText]:
-    if settings.max_new_tokens < 1:
-        raise InputError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}")
-    if not prompts:
-        raise InputError("no prompt given", "pass --prompt TEXT (repeatable)")
+def generate(settings: GenerateSettings, progress: Callable[[str, int, int], None] | None = None
+             ) -> list[GeneratedText]:
+    """Generate a continuation of every prompt across the link (speculative or split causal LM)."""
+    from aiflow_cli.serve.binding import read_token
+
+    directory, prompts = settings.directory, settings.prompt
     manifest = load_manifest(directory)
-    client = V2Client(server, settings.token)
+    client = V2Client(settings.server, read_token(settings.token_file) if settings.token_file else None)
     out: list[GeneratedText] = []
     try:
         if manifest.speculative is not None:
             device = SpeculativeDevice(directory, settings.threads)
             tokenizer, draft = device.tokenizer(), device.draft_session()
-            if not 1 <= settings.k_max <= MAX_K:
-                raise InputError(f"--k-max {settings.k_max} is out of range 1..{MAX_K}")
             auto = AutoK(settings.k_max)  # one policy for all prompts: it keeps learning
             for i, prompt in enumerate(prompts):
                 if progress:
@@ -91,7 +120,7 @@ def run_generate(directory: Path, server: str, prompts: list[str], settings: Gen
                                      stats.round_trips, rounds.acceptance, rounds.proposed, sum(stats.request_bytes),
                                      None if settings.sampling.greedy else stats.sampling_bytes_per_draft,
                                      stats.resent_prefixes)
-                if settings.server_only_baseline:
+                if settings.server_only:
                     tokens, seconds = server_only(client, device.model, ids, settings.max_new_tokens,
                                                   settings.sampling, settings.seed)
                     item.server_only_tokens = tokens
@@ -102,7 +131,7 @@ def run_generate(directory: Path, server: str, prompts: list[str], settings: Gen
             if not lm_pairs:
                 raise InputError(f"{directory}: neither a speculative export nor a causal-LM pair",
                                  "image and encoder pairs: aiflow serve-pair device DIR")
-            if settings.server_only_baseline or not settings.sampling.greedy:
+            if settings.server_only or not settings.sampling.greedy:
                 raise InputError("sampling and --server-only apply to speculative exports only",
                                  "a split causal LM decodes greedily, one round trip per token")
             source = load_model_named_in_file(manifest.source_model.spec,

@@ -1,1 +1,0 @@
-"""The library call behind each command that spans stages (plan or train, then export)."""
