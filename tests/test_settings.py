@@ -14,7 +14,12 @@ from aiflow_cli.api.compress import CompressSettings
 from aiflow_cli.api.export import SpeculativeSettings, VerifySettings
 from aiflow_cli.api.generate import GenerateSettings
 from aiflow_cli.api.profile import ProfileSettings
-from aiflow_cli.api.serve import BenchSettings, DeviceSettings, LinkSettings, ServeSettings
+from aiflow_cli.api.serve import (
+    BenchSettings,
+    DeviceSettings,
+    LinkSettings,
+    ServeSettings,
+)
 from aiflow_cli.api.split import PlanSettings
 from aiflow_cli.cli import bottleneck, compress, profile, serve_pair, split
 from aiflow_cli.cli.main import app

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from aiflow_cli.settings import Settings, split_list
 from aiflow_cli.api.split import ExportOptions, Targets
 from aiflow_cli.errors import InputError
+from aiflow_cli.settings import Settings, split_list
 from aiflow_cli.split.bottleneck.defaults import (
     AUGMENT,
     EPOCHS,
@@ -208,14 +208,21 @@ def text_bottleneck(model: "SegmentedModel", cut: str, betas: list[float] | None
                     progress: Progress | None = None
                     ) -> "tuple[TextBottleneckReport, dict[float, LearnedBottleneckCodec]]":
     """Train and measure per token at ``cut``; returns the report and the codec trained per beta."""
-    from aiflow_cli.split.bottleneck.text import default_min_fidelity, default_text_betas, run_text_bottleneck
+    from aiflow_cli.split.bottleneck.text import (
+        default_min_fidelity,
+        default_text_betas,
+        run_text_bottleneck,
+    )
 
     floor = default_min_fidelity(model) if min_fidelity is None else min_fidelity
     return run_text_bottleneck(model, cut, betas or list(default_text_betas(model)), floor, progress=progress)
 
 
 def _image(model: "SegmentedModel", s: BottleneckSettings, progress: Progress | None) -> BottleneckOutcome:
-    from aiflow_cli.split.bottleneck.api import check_bottleneck_settings, run_bottleneck
+    from aiflow_cli.split.bottleneck.api import (
+        check_bottleneck_settings,
+        run_bottleneck,
+    )
     from aiflow_cli.split.bottleneck.train import TrainSettings
 
     betas = s.beta or list(IMAGE_BETAS)

@@ -7,9 +7,9 @@ from typing import Callable, Optional
 
 from pydantic import Field, model_validator
 
-from aiflow_cli.settings import Settings
 from aiflow_cli.errors import InputError
 from aiflow_cli.schemas.profile import ProfileReport
+from aiflow_cli.settings import Settings
 
 __all__ = ["ProfileSettings", "profile"]
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from aiflow_cli.settings import Settings, split_list
 from aiflow_cli.errors import InputError
+from aiflow_cli.settings import Settings, split_list
 
 if TYPE_CHECKING:
     from aiflow_cli.schemas.manifest import Manifest

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from aiflow_cli.api.compress import CompressSettings
 from aiflow_cli.cli.common import (
     cli_errors,
     console,
@@ -16,7 +17,6 @@ from aiflow_cli.cli.common import (
     progress_bar,
     show,
 )
-from aiflow_cli.api.compress import CompressSettings
 from aiflow_cli.cli.options import JsonOpt, TrustSourceOpt, opt
 
 __all__ = ["compress_cmd"]

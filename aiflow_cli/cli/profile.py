@@ -19,7 +19,14 @@ from aiflow_cli.cli.common import (
     progress_bar,
     show,
 )
-from aiflow_cli.cli.options import JsonOpt, ModelArg, OutFileOpt, TrustRemoteCodeOpt, check_outputs, opt
+from aiflow_cli.cli.options import (
+    JsonOpt,
+    ModelArg,
+    OutFileOpt,
+    TrustRemoteCodeOpt,
+    check_outputs,
+    opt,
+)
 
 __all__ = ["profile_cmd"]
 

@@ -15,7 +15,12 @@ import typer
 from rich.table import Table
 
 from aiflow_cli.api.generate import GenerateSettings
-from aiflow_cli.api.serve import BenchSettings, DeviceSettings, LinkSettings, ServeSettings
+from aiflow_cli.api.serve import (
+    BenchSettings,
+    DeviceSettings,
+    LinkSettings,
+    ServeSettings,
+)
 from aiflow_cli.cli.common import (
     cli_errors,
     console,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
 from aiflow_cli.codecs.simple import Fp16Codec, Int8Codec
 from aiflow_cli.errors import InputError
+from aiflow_cli.schemas.manifest import ExportedPair
 
-__all__ = ["CODEC_NAMES", "make_codec", "codec_from_spec"]
+__all__ = ["CODEC_NAMES", "make_codec", "codec_from_spec", "codec_of", "crossing_codecs"]
 
 CODEC_NAMES = ["fp32", "fp16", "int8-tensor", "int8-channel"]
 ZSTD_LEVEL = 9
@@ -37,3 +38,14 @@ def codec_from_spec(spec: CodecSpec) -> ActivationCodec:
     if base in ("int8-tensor", "int8-channel"):
         return Int8Codec.from_params(base == "int8-channel", spec.params)
     return make_codec(spec.name)
+
+
+def codec_of(pair: ExportedPair) -> ActivationCodec:
+    """The codec a manifest declares for a pair's first crossing tensor (a learned codec's tables included)."""
+    return codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))
+
+
+def crossing_codecs(pair: ExportedPair) -> list[ActivationCodec]:
+    """One codec per crossing tensor: the declared one for the first, plain bytes for the rest (exit
+    side outputs and other tensors that cross as they are)."""
+    return [codec_of(pair)] + [ActivationCodec() for _ in pair.crossing[1:]]

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from aiflow_cli import __version__
-from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
+from aiflow_cli.codecs.base import ActivationCodec
 from aiflow_cli.codecs.entropy import EntropyTables
 from aiflow_cli.codecs.learned import LearnedBottleneckCodec
-from aiflow_cli.codecs.registry import codec_from_spec
+from aiflow_cli.codecs.registry import codec_of
 from aiflow_cli.errors import InputError, VerificationError
 from aiflow_cli.export.pair import pair_dirname, save_artifact
 from aiflow_cli.export.tensors import dynamic_axes
@@ -152,7 +152,7 @@ class LMPairRunner:
         self.pair = pair
         self.device = ort_session(Path(root) / pair.device.file)
         self.server = ort_session(Path(root) / pair.server.file)
-        self.codec = codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))
+        self.codec = codec_of(pair)
 
     def run_device(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.device.run(None, feeds)

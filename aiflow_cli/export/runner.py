@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from aiflow_cli.codecs.base import ActivationCodec, CodecSpec, EncodedTensor
-from aiflow_cli.codecs.registry import codec_from_spec
+from aiflow_cli.codecs.base import ActivationCodec, EncodedTensor
+from aiflow_cli.codecs.registry import codec_of
 from aiflow_cli.schemas.manifest import ExportedPair
 from aiflow_cli.tensors import tensors_of
 
@@ -22,7 +22,7 @@ class PairRunner:
         self.pair = pair
         self.device = ort_session(Path(root) / pair.device.file, threads)
         self.server = ort_session(Path(root) / pair.server.file, threads)
-        self.codec: ActivationCodec = codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))
+        self.codec: ActivationCodec = codec_of(pair)
         self.plain = ActivationCodec()
 
     def run_device(self, x: Any) -> list[EncodedTensor]:

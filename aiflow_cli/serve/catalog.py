@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aiflow_cli.export.check import check_declarations, check_files
-from aiflow_cli.schemas.manifest import load_manifest
-from aiflow_cli.serve.halves import LMPairModel, PairModel, ServedModel, model_name
+from aiflow_cli.export.opened import open_export
+from aiflow_cli.serve.halves import LMPairModel, PairModel, ServedModel
 from aiflow_cli.serve.verifier import VerifierModel
 
 __all__ = ["load_served_models"]
@@ -17,12 +16,10 @@ def load_served_models(directory: Path, threads: int | None = None, max_sessions
                        idle_seconds: float = 300.0) -> dict[str, ServedModel]:
     """Every server half of an export: image and encoder pairs, causal-LM pairs (a cache per session)
     and a speculative-decoding target (verifies drafts; a cache per session)."""
-    directory = Path(directory)
-    manifest = load_manifest(directory)
-    check_declarations(directory, manifest, check_files(directory, manifest))
+    opened = open_export(directory)
+    directory, manifest = opened.directory, opened.manifest
     models: dict[str, ServedModel] = {}
-    for pair in manifest.pairs:
-        name = model_name(manifest, pair)
+    for pair, name in ((p.pair, p.name) for p in opened.pairs):
         if manifest.speculative is not None:
             models[name] = VerifierModel(directory, name, pair, manifest.speculative, threads, max_sessions, idle_seconds)
         elif pair.kv_cache:

@@ -19,13 +19,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
-from aiflow_cli.codecs.registry import codec_from_spec
+from aiflow_cli.codecs.registry import crossing_codecs
 from aiflow_cli.errors import InputError, PeerError, SessionLostError
-from aiflow_cli.export.check import check_declarations, check_files
+from aiflow_cli.export.opened import open_export, served_name
 from aiflow_cli.ort import ort_session
-from aiflow_cli.schemas.manifest import ExportedPair, Manifest, load_manifest
-from aiflow_cli.serve.halves import model_name
+from aiflow_cli.schemas.manifest import ExportedPair, Manifest
 from aiflow_cli.serve.wire import frame
 
 __all__ = ["RequestRecord", "DevicePair", "V2Client", "load_device_pairs", "arrays_of", "RETRYABLE_STATUS"]
@@ -168,15 +166,14 @@ class DevicePair:
         self.slowdown = slowdown
         if pair.kv_cache:
             raise InputError(f"pair {pair.cut} is a causal-LM pair", "use the generation client for LM pairs")
-        self.pair, self.model = pair, model_name(manifest, pair)
+        self.pair, self.model = pair, served_name(manifest, pair)
         self.session = ort_session(Path(root) / pair.device.file, threads)
         self.staged = None
         if pair.exits:  # exits answer on the device, and an input that exits stops computing there
             from aiflow_cli.serve.stages import StagedDevice
 
             self.staged = StagedDevice(Path(root), pair, threads)
-        self.codecs = [codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))] + \
-            [ActivationCodec() for _ in pair.crossing[1:]]
+        self.codecs = crossing_codecs(pair)
         self.output = pair.server.outputs[0].name
 
     def encode(self, x: Any) -> tuple[dict[str, np.ndarray], int, float, float]:
@@ -250,8 +247,7 @@ def arrays_of(x: Any) -> list[np.ndarray]:
 def load_device_pairs(directory: Path, threads: int | None = None, slowdown: float = 1.0
                       ) -> tuple[Manifest, dict[str, DevicePair]]:
     """The export's device halves by cut, after its hashes and declarations were checked."""
-    directory = Path(directory)
-    manifest = load_manifest(directory)
-    check_declarations(directory, manifest, check_files(directory, manifest))
+    opened = open_export(directory)
+    directory, manifest = opened.directory, opened.manifest
     return manifest, {p.cut: DevicePair(directory, manifest, p, threads, slowdown) for p in manifest.pairs
                       if not p.kv_cache}

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from aiflow_cli.codecs.base import CodecSpec
-from aiflow_cli.codecs.registry import codec_from_spec
+from aiflow_cli.codecs.registry import codec_of
 from aiflow_cli.errors import InputError, PeerError, SessionLostError
+from aiflow_cli.export.opened import served_name
 from aiflow_cli.models.speculative import empty_past
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import ExportedPair, Manifest
 from aiflow_cli.serve.device import V2Client
-from aiflow_cli.serve.halves import model_name
 from aiflow_cli.serve.wire import frame
 
 __all__ = ["Generation", "LMDevice"]
@@ -45,10 +44,10 @@ class LMDevice:
     def __init__(self, root: Path, manifest: Manifest, pair: ExportedPair, threads: int | None = None) -> None:
         if not pair.kv_cache:
             raise InputError(f"pair {pair.cut} is not a causal-LM pair")
-        self.pair, self.model = pair, model_name(manifest, pair)
+        self.pair, self.model = pair, served_name(manifest, pair)
         self.session = ort_session(Path(root) / pair.device.file, threads)
         self.past_decls = pair.device.inputs[1:]
-        self.codec = codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))  # fp32, or a per-token bottleneck
+        self.codec = codec_of(pair)  # fp32, or a per-token bottleneck
         self.hidden_name = pair.crossing[0].name
 
     def _empty(self) -> dict[str, np.ndarray]:

@@ -20,32 +20,25 @@ from typing import Any
 
 import numpy as np
 
-from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
-from aiflow_cli.codecs.registry import codec_from_spec
+from aiflow_cli.codecs.base import ActivationCodec
+from aiflow_cli.codecs.registry import codec_of, crossing_codecs
 from aiflow_cli.errors import InputError
-from aiflow_cli.export.triton import triton_model_name
 from aiflow_cli.models.speculative import empty_past
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import (
     ExportedPair,
-    Manifest,
     TensorDecl,
 )
+from aiflow_cli.serve.protocol import V2_OF
 from aiflow_cli.serve.wire import unframe
 
-__all__ = ["V2_DATATYPES", "ServedModel", "PairModel", "LMPairModel", "SessionLost", "SessionCache", "crop",
-           "session_parameters", "check_inputs", "decode_wire", "model_name"]
+__all__ = ["ServedModel", "PairModel", "LMPairModel", "SessionLost", "SessionCache", "crop",
+           "session_parameters", "check_inputs", "decode_wire"]
 
-V2_DATATYPES = {"float32": "FP32", "float16": "FP16", "uint8": "UINT8", "int8": "INT8", "int32": "INT32",
-                "int64": "INT64", "bool": "BOOL"}
 
 
 class SessionLost(InputError):
     """The server no longer holds this session's cache (evicted, closed or restarted)."""
-
-
-def model_name(manifest: Manifest, pair: ExportedPair) -> str:
-    return triton_model_name(manifest.source_model.name, pair.cut)
 
 
 @dataclass
@@ -106,11 +99,10 @@ class PairModel(ServedModel):
 
     def __init__(self, root: Path, name: str, pair: ExportedPair, threads: int | None = None) -> None:
         wire = [{"name": d.name, "datatype": "UINT8", "shape": [-1]} for d in pair.crossing]
-        outs = [{"name": d.name, "datatype": V2_DATATYPES[d.dtype], "shape": _v2_shape(d)} for d in pair.server.outputs]
+        outs = [{"name": d.name, "datatype": V2_OF[d.dtype], "shape": _v2_shape(d)} for d in pair.server.outputs]
         super().__init__(name, pair, wire, outs)
         self.session = ort_session(Path(root) / pair.server.file, threads)
-        self.codecs = [codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))] + \
-            [ActivationCodec() for _ in pair.crossing[1:]]
+        self.codecs = crossing_codecs(pair)
 
     def infer(self, tensors: dict[str, np.ndarray], parameters: dict[str, Any]) -> tuple[dict[str, np.ndarray],
                                                                                           dict[str, Any]]:
@@ -211,7 +203,7 @@ class LMPairModel(ServedModel):
         super().__init__(name, pair, [{"name": hidden.name, "datatype": "UINT8", "shape": [-1]}],
                          [{"name": "next_token", "datatype": "INT64", "shape": [1, 1]}])
         self.session = ort_session(Path(root) / pair.server.file, threads)
-        self.codec = codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))  # fp32, or a per-token bottleneck
+        self.codec = codec_of(pair)  # fp32, or a per-token bottleneck
         self.past_decls = pair.server.inputs[1:]
         self.cache = SessionCache(self.past_decls, max_sessions, idle_seconds)
 

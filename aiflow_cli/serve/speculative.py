@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from aiflow_cli.errors import InputError, PeerError, SessionLostError
-from aiflow_cli.export.check import check_declarations, check_files
+from aiflow_cli.export.opened import open_export
 from aiflow_cli.export.speculative import TOKENIZER_DIR
 from aiflow_cli.hashing import vocabulary_sha256
 from aiflow_cli.models.speculative import (
@@ -35,7 +35,6 @@ from aiflow_cli.models.speculative import (
 )
 from aiflow_cli.schemas.manifest import Manifest, load_manifest
 from aiflow_cli.serve.device import V2Client
-from aiflow_cli.serve.halves import model_name
 
 __all__ = ["RemoteVerifier", "SpeculativeDevice", "RemoteStats", "server_only"]
 
@@ -132,15 +131,13 @@ class SpeculativeDevice:
 
     def __init__(self, directory: Path, threads: int | None = None) -> None:
         self.directory = Path(directory)
-        manifest = load_manifest(self.directory)
-        if manifest.speculative is None:
+        if load_manifest(self.directory).speculative is None:
             raise InputError(f"{self.directory}: not a speculative-decoding export",
                              "export one with aiflow split speculative --draft D --target T --export DIR")
-        check_declarations(self.directory, manifest, check_files(self.directory, manifest))
-        self.manifest: Manifest = manifest
-        self.info = manifest.speculative
-        self.pair = manifest.pairs[0]
-        self.model = model_name(manifest, self.pair)
+        opened = open_export(self.directory)
+        self.manifest: Manifest = opened.manifest
+        self.info = opened.manifest.speculative
+        self.pair, self.model = opened.pairs[0].pair, opened.pairs[0].name
         self.threads = threads
 
     def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer

@@ -68,13 +68,11 @@ def triton_home() -> Path:
 def runtime_repository(directory: Path, into: Path) -> tuple[Path, list[str]]:
     """A repository for this Triton build (network step on the Python backend); returns it and the
     cuts it leaves out (causal-LM pairs: embedded engine only)."""
-    from aiflow_cli.export.check import check_declarations, check_files
+    from aiflow_cli.export.opened import open_export
     from aiflow_cli.export.triton import write_triton_pair
-    from aiflow_cli.schemas.manifest import load_manifest
 
     directory = Path(directory).resolve()
-    manifest = load_manifest(directory)
-    check_declarations(directory, manifest, check_files(directory, manifest))
+    manifest = open_export(directory).manifest
     skipped = []
     for pair in manifest.pairs:
         if pair.kv_cache:

@@ -22,8 +22,7 @@ __all__ = ["TritonPythonModel"]
 
 class TritonPythonModel:  # the name and methods Triton's Python backend looks for
     def initialize(self, args: dict[str, Any]) -> None:
-        from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
-        from aiflow_cli.codecs.registry import codec_from_spec
+        from aiflow_cli.codecs.registry import crossing_codecs
         from aiflow_cli.ort import ort_session
         from aiflow_cli.schemas.manifest import ExportedPair
 
@@ -33,8 +32,7 @@ class TritonPythonModel:  # the name and methods Triton's Python backend looks f
         self.role = params["aiflow_role"]
         self.pair = ExportedPair.model_validate_json((here / "pair.json").read_text())
         if self.role == "decode":
-            self.codecs = [codec_from_spec(CodecSpec(self.pair.codec.name, self.pair.codec.params))] + \
-                [ActivationCodec() for _ in self.pair.crossing[1:]]
+            self.codecs = crossing_codecs(self.pair)
         else:
             self.session = ort_session(here / "model.onnx", 1)
 

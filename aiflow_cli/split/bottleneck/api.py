@@ -49,7 +49,12 @@ from aiflow_cli.split.bottleneck.baselines import (
     jpeg_baselines,
     uniform_baselines,
 )
-from aiflow_cli.split.bottleneck.exits import CALIBRATION_Z, ExitResult, exit_decisions, train_exit
+from aiflow_cli.split.bottleneck.exits import (
+    CALIBRATION_Z,
+    ExitResult,
+    exit_decisions,
+    train_exit,
+)
 from aiflow_cli.split.bottleneck.features import (
     CutFeatures,
     augmented_features,

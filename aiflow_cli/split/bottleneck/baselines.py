@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from aiflow_cli.split.bottleneck.defaults import JPEG_QUALITIES
 from aiflow_cli.codecs import make_codec
 from aiflow_cli.codecs.entropy import EntropyTables
 from aiflow_cli.schemas.bottleneck import Scores
+from aiflow_cli.split.bottleneck.defaults import JPEG_QUALITIES
 from aiflow_cli.split.bottleneck.features import CutFeatures, SplitFeatures
 from aiflow_cli.split.bottleneck.scoring import score_logits
 

@@ -34,9 +34,12 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from aiflow_cli.split.bottleneck.defaults import TEXT_BETAS, TEXT_MIN_FIDELITY
 from aiflow_cli.codecs import make_codec
-from aiflow_cli.codecs.learned import BottleneckNet, LearnedBottleneckCodec, step_for_beta
+from aiflow_cli.codecs.learned import (
+    BottleneckNet,
+    LearnedBottleneckCodec,
+    step_for_beta,
+)
 from aiflow_cli.errors import InputError
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.schemas.bottleneck import DataSplit
@@ -48,6 +51,7 @@ from aiflow_cli.schemas.text_bottleneck import (
 )
 from aiflow_cli.split.bottleneck.api import interpolate_bytes_at
 from aiflow_cli.split.bottleneck.baselines import UniformQuantizer
+from aiflow_cli.split.bottleneck.defaults import TEXT_BETAS, TEXT_MIN_FIDELITY
 from aiflow_cli.stats import clustered_mean
 
 __all__ = ["TEXT_TASKS", "TEXT_SPLIT_RULE", "TextPart", "TextData", "text_data", "text_fisher", "train_text_codec",

@@ -43,7 +43,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aiflow_cli.split.bottleneck.defaults import AUGMENT, EPOCHS, PATCH, SHRINKAGE
 from aiflow_cli.codecs.learned import (
     BottleneckNet,
     LearnedBottleneckCodec,
@@ -52,6 +51,7 @@ from aiflow_cli.codecs.learned import (
     step_for_beta,
 )
 from aiflow_cli.schemas.bottleneck import Scores
+from aiflow_cli.split.bottleneck.defaults import AUGMENT, EPOCHS, PATCH, SHRINKAGE
 from aiflow_cli.split.bottleneck.features import CutFeatures, SplitFeatures
 from aiflow_cli.split.bottleneck.scoring import score_logits
 
