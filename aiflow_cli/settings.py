@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from aiflow_cli.errors import InputError
 
@@ -74,6 +74,16 @@ class Settings(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise InputError(_message(exc.errors()[0], self.flags)) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_is_an_empty_list(cls, data: Any) -> Any:
+        """A repeatable option not given on the command line arrives as None: an empty list."""
+        if isinstance(data, dict):
+            empty = [k for k, v in data.items() if v is None and k in cls.model_fields
+                     and cls.model_fields[k].default_factory is list]
+            data = {**data, **{k: [] for k in empty}}
+        return data
 
     @classmethod
     def defaults(cls: type[S]) -> S:

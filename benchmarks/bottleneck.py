@@ -1,6 +1,6 @@
 """Learned bottleneck vs JPEG upload and the non-learned codecs (issue #4), EfficientNet-Lite0.
 
-Runs ``aiflow split --bottleneck`` once over several cuts and betas (with early exits), then
+Runs ``aiflow split bottleneck`` once over several cuts and betas (with early exits), then
 prints a Markdown report: every measured point, the baselines, the exits, and the acceptance
 figures computed from the JSON (no figure is typed in by hand). Choices are made on the
 validation part of the data, figures reported on its test part with 95% intervals.
@@ -49,7 +49,7 @@ def main() -> None:
     if args.render_only:
         print(render(json.loads(args.out.read_text()), "(rendered again from " + str(args.out) + ")", None))
         return
-    cmd = [str(Path(sys.executable).with_name("aiflow")), "split", "zoo:efficientnet-lite0", "--bottleneck",
+    cmd = [str(Path(sys.executable).with_name("aiflow")), "split", "bottleneck", "zoo:efficientnet-lite0",
            "--beta", args.betas, "--out", str(args.out), "--augment", str(args.augment), "--patch", str(args.patch),
            "--shrinkage", f"{args.shrinkage:g}"]
     if args.compare is None:  # with --compare the plot is drawn here, once, with the earlier codec on it
@@ -188,7 +188,7 @@ def render(r: dict, command: str, wall: float | None) -> str:
         quality = min(reach, key=lambda b: b["bytes_per_input"])["name"] if reach else "none up to q95"
         verdict = "supports" if op["test_supports_max_drop"] else "does not support"
         rule = (f"most accurate on validation within {op['target_bytes']:,.0f} B" if op.get("target_bytes")
-                else f"fewest validation bytes with a drop"
+                else "fewest validation bytes with a drop"
                      + (f" {op['choice_z']:g} standard error up" if op.get("choice_z") else "")
                      + f" <= {r['max_drop']:g} point on "
                      + ("the training inputs and validation together" if op["chosen_on"] == "train+validation"

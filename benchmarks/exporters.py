@@ -36,10 +36,10 @@ def _one(model_name: str, exporter: str) -> dict:
 
     import aiflow_cli.export.lm_pair as lm_pair
     import aiflow_cli.export.pair as pair
+    from aiflow_cli.codecs import make_codec
     from aiflow_cli.export.api import export_split
     from aiflow_cli.export.lm_pair import export_lm_split
     from aiflow_cli.models import load_model
-    from aiflow_cli.codecs import make_codec
 
     spent: list[float] = []
 

@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--rates", default="0.5,1,2", help="MB/s")
     ap.add_argument("--sizes", default="20000,100000,500000", help="bytes")
     args = ap.parse_args()
-    from aiflow_cli.serve.link import LinkShape, start_link_thread
+    from aiflow_cli.serve.link.proxy import LinkShape, start_link_thread
 
     rows, worst = [], 0.0
     local = subprocess.Popen([sys.executable, "-c", SINK, "127.0.0.1", "9901"])

@@ -28,10 +28,10 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=32)
     args = ap.parse_args()
 
-    from aiflow_cli.data.specbench import read_prompts
     import torch
     from transformers import GenerationConfig
 
+    from aiflow_cli.data.specbench import read_prompts
     from aiflow_cli.export.lm_pair import LMPairRunner, export_lm_split
     from aiflow_cli.models import load_model
 

@@ -28,8 +28,10 @@ def main() -> None:
     ap.add_argument("--engine", default="embedded")
     args = ap.parse_args()
 
-    from aiflow_cli.serve.bench import ServerProcess, _free_port, bench_inputs
-    from aiflow_cli.serve.device import V2Client, load_device_pairs
+    from aiflow_cli.serve.device.client import V2Client
+    from aiflow_cli.serve.device.pairs import bench_inputs, load_device_pairs
+    from aiflow_cli.serve.launch import ServerProcess
+    from aiflow_cli.serve.launch import free_port as _free_port
 
     _, pairs = load_device_pairs(args.export, threads=1)
     pair = next(iter(pairs.values()))

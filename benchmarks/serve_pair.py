@@ -50,7 +50,7 @@ def main() -> None:
              "--threads", "1", "--repeats", "30", "--out", str(profile)])
         run([aiflow, "split", "zoo:efficientnet-lite0", *plan, "--cut", "block9", "--codec", "int8-channel+zstd",
              "--export", str(exports["block9 int8-channel+zstd"]), "--force", "--no-triton"])
-        run([aiflow, "split", "zoo:efficientnet-lite0", "--bottleneck", "--cut", "block12", "--beta", "1e-4", *plan,
+        run([aiflow, "split", "bottleneck", "zoo:efficientnet-lite0", "--cut", "block12", "--beta", "1e-4", *plan,
              "--jpeg-quality", "90", "--export", str(exports["block12 learned bottleneck"]), "--force"])
     reports = {}
     for engine in args.engines.split(","):

@@ -24,9 +24,9 @@ import numpy as np
 
 from aiflow_cli.data.specbench import read_prompts
 from aiflow_cli.models.speculative import AutoK, KVSession, decode_alone
-from aiflow_cli.serve.bench import ServerProcess
-from aiflow_cli.serve.device import V2Client
-from aiflow_cli.serve.speculative import SpeculativeDevice
+from aiflow_cli.serve.device.client import V2Client
+from aiflow_cli.serve.device.speculative import SpeculativeDevice
+from aiflow_cli.serve.launch import ServerProcess
 
 
 def main() -> None:

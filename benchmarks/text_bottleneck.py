@@ -1,6 +1,6 @@
 """Text bottlenecks per token (issue 13, item 4): MiniLM at every layer cut, SmolLM2 at layer 15.
 
-For each (model, cut) this runs what ``aiflow split MODEL --bottleneck --cut C`` runs: train the
+For each (model, cut) this runs what ``aiflow split bottleneck MODEL --cut C`` runs: train the
 codec on WikiText-2 valid (first 3/4 of its windows), choose beta and the uniform quantiser's step
 on the last 1/4, report on WikiText-2 test. It writes one JSON report and one plot per run into
 OUT, and prints Markdown tables for docs/benchmarks.md.
@@ -25,7 +25,11 @@ import torch
 from aiflow_cli.models.zoo import load_zoo
 from aiflow_cli.schemas.text_bottleneck import TextBottleneckReport
 from aiflow_cli.split.bottleneck.plot import plot_text_rate
-from aiflow_cli.split.bottleneck.text import default_min_fidelity, default_text_betas, run_text_bottleneck
+from aiflow_cli.split.bottleneck.text import (
+    default_min_fidelity,
+    default_text_betas,
+    run_text_bottleneck,
+)
 
 RATIO_LIMIT = 0.5
 
@@ -35,7 +39,12 @@ def decode_bytes(model, cut: str, codec, out: Path, prompts: int = 8, new_tokens
     prompt's message per prompt token, and of each one-token decode step (header and coder word
     included), and how many generated tokens equal the unsplit model's greedy tokens."""
     from aiflow_cli.data.text import wikitext_sentences
-    from aiflow_cli.export.lm_pair import LMPairRunner, eos_ids, export_lm_split, greedy_reference
+    from aiflow_cli.export.lm_pair import (
+        LMPairRunner,
+        eos_ids,
+        export_lm_split,
+        greedy_reference,
+    )
 
     manifest = export_lm_split(model, [cut], out / "coded-pair", force=True, codecs={cut: codec})
     pair = manifest.pairs[0]

@@ -155,7 +155,7 @@ def test_the_staged_device_stops_at_a_confident_exit_and_otherwise_sends_what_de
     from aiflow_cli.data.imagenet import default_image_roots, load_batch, read_labels
     from aiflow_cli.ort import ort_session
     from aiflow_cli.schemas.manifest import load_manifest
-    from aiflow_cli.serve.stages import StagedDevice
+    from aiflow_cli.serve.device.stages import StagedDevice
 
     _, export, _ = bottleneck_run
     (pair,) = load_manifest(export).pairs

@@ -8,8 +8,10 @@ from aiflow_cli import __version__
 from aiflow_cli.cli.main import app
 
 
-@pytest.mark.parametrize("verb", [[], ["profile"], ["split"], ["compress"], ["serve-pair"], ["serve-pair", "server"],
-                                  ["serve-pair", "device"], ["serve-pair", "link"], ["serve-pair", "bench"]])
+@pytest.mark.parametrize("verb", [[], ["profile"], ["split"], ["split", "plan"], ["split", "bottleneck"],
+                                  ["split", "exits"], ["split", "verify"], ["split", "speculative"], ["compress"],
+                                  ["serve-pair"], ["serve-pair", "server"], ["serve-pair", "device"],
+                                  ["serve-pair", "generate"], ["serve-pair", "link"], ["serve-pair", "bench"]])
 def test_every_command_has_help(runner, verb):
     result = runner.invoke(app, [*verb, "--help"])
     assert result.exit_code == 0, result.output

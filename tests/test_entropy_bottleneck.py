@@ -233,7 +233,11 @@ def test_reconstruction_offsets_pull_rounded_values_in_where_the_task_is_linear(
     inward (at EfficientNet-Lite0's block15 it comes out outward: there the rest of the model is
     not linear). The bytes cannot move: only the server's side is fitted."""
     from aiflow_cli.split.bottleneck.features import SplitFeatures
-    from aiflow_cli.split.bottleneck.train import TrainSettings, fit_reconstruction, validation_loss
+    from aiflow_cli.split.bottleneck.train import (
+        TrainSettings,
+        fit_reconstruction,
+        validation_loss,
+    )
 
     torch.manual_seed(0)
     server = nn.Sequential(nn.Flatten(), nn.Linear(4 * 2 * 2, 6)).eval()

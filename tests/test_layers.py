@@ -97,3 +97,21 @@ def test_every_module_imports_in_a_fresh_interpreter():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == str(len(names))
+
+
+def test_only_the_server_package_and_its_api_entry_import_the_server():
+    """Device code, the link, the studies and the CLI start a server through ``serve.launch`` (a child
+    process) or ``api.serve``; none of them reaches into the server's modules."""
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        source = _module(path)
+        if source.startswith("aiflow_cli.serve.server") or source == "aiflow_cli.api.serve":
+            continue
+        wrong += [f"{source} -> {t}" for t, _ in _imports(path) if t.startswith("aiflow_cli.serve.server")]
+    assert not wrong, wrong
+
+
+def test_the_device_and_the_link_import_neither_the_studies_nor_each_other():
+    for role, others in (("device", ("studies", "link")), ("link", ("studies", "device"))):
+        for path in (PACKAGE / "serve" / role).rglob("*.py"):
+            assert not [t for t, _ in _imports(path) if any(t.startswith(f"aiflow_cli.serve.{o}") for o in others)], path

@@ -52,7 +52,7 @@ def export(tiny, tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["embedded", "triton"])
 def server(request, export):
-    from aiflow_cli.serve.bench import ServerProcess
+    from aiflow_cli.serve.launch import ServerProcess
 
     proc = ServerProcess(export, _free_port(), engine=request.param)
     try:
@@ -68,7 +68,7 @@ def _inputs(n: int) -> list[np.ndarray]:
 
 
 def _device(export: Path):
-    from aiflow_cli.serve.device import load_device_pairs
+    from aiflow_cli.serve.device.pairs import load_device_pairs
 
     _, pairs = load_device_pairs(export)
     return next(iter(pairs.values()))
@@ -96,7 +96,7 @@ def _device_cut() -> str:
 
 
 def test_both_engines_answer_what_the_unsplit_model_answers(server, export, tiny):
-    from aiflow_cli.serve.device import V2Client
+    from aiflow_cli.serve.device.client import V2Client
 
     _, proc = server
     pair = _device(export)
@@ -165,9 +165,9 @@ def test_a_body_over_the_limit_gets_413_and_the_server_keeps_serving(export):
     """The embedded engine's --max-body (Triton has limits of its own)."""
     import tritonclient.http as httpclient
 
-    from aiflow_cli.serve.bench import ServerProcess
+    from aiflow_cli.serve.launch import ServerProcess
 
-    proc = ServerProcess(export, _free_port(), extra=["--max-body", "200000"])
+    proc = ServerProcess(export, _free_port(), max_body=200000)
     try:
         proc.wait_ready()
         pair = _device(export)
@@ -180,12 +180,12 @@ def test_a_body_over_the_limit_gets_413_and_the_server_keeps_serving(export):
 
 
 def test_a_token_file_makes_the_server_require_the_bearer_token(export, tmp_path):
-    from aiflow_cli.serve.bench import ServerProcess
-    from aiflow_cli.serve.device import V2Client
+    from aiflow_cli.serve.device.client import V2Client
+    from aiflow_cli.serve.launch import ServerProcess
 
     token = tmp_path / "token"
     token.write_text("a-secret-token-of-32-characters!\n")
-    proc = ServerProcess(export, _free_port(), extra=["--token-file", str(token)])
+    proc = ServerProcess(export, _free_port(), token_file=token)
     try:
         proc.wait_ready()
         pair = _device(export)
@@ -193,6 +193,10 @@ def test_a_token_file_makes_the_server_require_the_bearer_token(export, tmp_path
         assert pair.request(V2Client(proc.url, retries=0), x, 0).error.startswith("401")
         assert pair.request(V2Client(proc.url, token="wrong-token-wrong-token"), x, 0).error.startswith("401")
         assert pair.request(V2Client(proc.url, token=token.read_text().strip()), x, 0).status == "ok"
+        for path in ("/v2", "/v2/health/ready", f"/v2/models/{pair.model}/ready", "/v2/models/nope/ready"):
+            with pytest.raises(urllib.error.HTTPError) as refused:  # health and metadata need the token too
+                urllib.request.urlopen(f"http://{proc.url}{path}", timeout=10)
+            assert refused.value.code == 401 and pair.model not in refused.value.read().decode()
     finally:
         proc.stop()
 
@@ -217,8 +221,8 @@ def test_a_tampered_manifest_refuses_to_start(runner, export, tmp_path):
 def test_a_killed_and_restarted_server_loses_no_request_and_counts_none_twice(export):
     """200 requests; the server is killed after the 40th and restarted: every request ends as
     ok, retried (ok after retries) or failed with a reason, exactly once."""
-    from aiflow_cli.serve.bench import ServerProcess
-    from aiflow_cli.serve.device import V2Client
+    from aiflow_cli.serve.device.client import V2Client
+    from aiflow_cli.serve.launch import ServerProcess
 
     port = _free_port()
     proc = ServerProcess(export, port)
@@ -255,7 +259,7 @@ def test_a_killed_and_restarted_server_loses_no_request_and_counts_none_twice(ex
 def test_the_link_charges_bytes_over_rate_plus_the_delay_each_way():
     """A 50 KB message over 0.5 MB/s with 10 ms each way arrives after ~100 + 10 ms and its echo
     back after ~220 ms: the proxy's timing, checked against a plain TCP echo server."""
-    from aiflow_cli.serve.link import LinkShape, start_link_thread
+    from aiflow_cli.serve.link.proxy import LinkShape, start_link_thread
 
     echo = socket.socket()
     echo.bind(("127.0.0.1", 0))
@@ -289,7 +293,7 @@ def test_the_link_charges_bytes_over_rate_plus_the_delay_each_way():
 
 def test_a_rate_trace_is_read_with_units_and_refused_with_the_line_named(tmp_path):
     from aiflow_cli.errors import ConfigError
-    from aiflow_cli.serve.link import LinkShape, read_trace
+    from aiflow_cli.serve.link.proxy import LinkShape, read_trace
 
     good = tmp_path / "trace.csv"
     good.write_text("seconds,rate\n0,2MB/s\n5,0.25MB/s\n10,2000000\n")

@@ -36,7 +36,7 @@ def spec_export(smollm2_draft, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spec_server(spec_export):
-    from aiflow_cli.serve.bench import ServerProcess
+    from aiflow_cli.serve.launch import ServerProcess
 
     port = _free_port()
     server = ServerProcess(spec_export, port, threads=1)
@@ -62,8 +62,8 @@ def test_greedy_across_the_link_is_token_identical_to_the_target_alone_on_40_pro
     """40 Spec-Bench prompts, 64 new tokens each, four devices at once (k = 1, 4, 8 and auto), against
     the target graph decoding alone. Near-ties that a k-token pass could flip would show up here."""
     from aiflow_cli.data.specbench import read_prompts
-    from aiflow_cli.serve.device import V2Client
-    from aiflow_cli.serve.speculative import SpeculativeDevice
+    from aiflow_cli.serve.device.client import V2Client
+    from aiflow_cli.serve.device.speculative import SpeculativeDevice
 
     device = SpeculativeDevice(spec_export, threads=1)
     tokenizer = device.tokenizer()
@@ -95,27 +95,27 @@ def test_greedy_across_the_link_is_token_identical_to_the_target_alone_on_40_pro
 def test_a_server_that_lost_the_session_gets_the_prefix_again_and_nothing_is_lost(spec_export):
     """The server evicts sessions after 0.3 s idle; the device pauses once mid-generation, gets a
     409, resends prompt + tokens so far, and the output is the target's own."""
-    from aiflow_cli.serve.bench import ServerProcess
-    from aiflow_cli.serve.device import V2Client
-    from aiflow_cli.serve.speculative import SpeculativeDevice
+    from aiflow_cli.serve.device.client import V2Client
+    from aiflow_cli.serve.device.speculative import SpeculativeDevice
+    from aiflow_cli.serve.launch import ServerProcess
 
     device = SpeculativeDevice(spec_export, threads=1)
     ids = device.tokenizer()("The quickest way to split a model across a link is")["input_ids"]
     target = KVSession.open(spec_export / device.pair.server.file, device.pair.server.inputs, threads=1)
     expected = decode_alone(target, ids, 16, eos=set(device.info.eos_ids))
     port = _free_port()
-    server = ServerProcess(spec_export, port, threads=1, extra=["--idle-seconds", "0.3"])
+    server = ServerProcess(spec_export, port, threads=1, idle_seconds=0.3)
     server.wait_ready()
     client = V2Client(f"127.0.0.1:{port}")
-    original, paused = client.infer, []
+    original, paused = client.call, []
 
-    def slow_infer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - a device that dawdles once, mid-generation
+    def slow_call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - a device that dawdles once, mid-generation
         if kwargs.get("parameters", {}).get("position", 0) > len(ids) + 4 and not paused:
             paused.append(True)
             time.sleep(0.6)
         return original(*args, **kwargs)
 
-    client.infer = slow_infer
+    client.call = slow_call
     try:
         rounds, stats = device.generate(client, ids, 16, 3)
     finally:
@@ -128,8 +128,8 @@ def test_a_server_that_lost_the_session_gets_the_prefix_again_and_nothing_is_los
 def test_sampling_sends_the_sparse_draft_distribution_and_the_server_answers_within_its_support(
         spec_export, spec_server):
     from aiflow_cli.models.speculative import Sampling
-    from aiflow_cli.serve.device import V2Client
-    from aiflow_cli.serve.speculative import SpeculativeDevice
+    from aiflow_cli.serve.device.client import V2Client
+    from aiflow_cli.serve.device.speculative import SpeculativeDevice
 
     device = SpeculativeDevice(spec_export, threads=1)
     ids = device.tokenizer()("Once upon a time")["input_ids"]
@@ -169,7 +169,7 @@ def _raw_infer(server: str, model: str, body: dict) -> tuple[int, dict]:
 ])
 def test_the_verifier_refuses_bad_rounds_with_a_message_and_keeps_serving(spec_export, spec_server, ids, params,
                                                                           status, fragment):
-    from aiflow_cli.serve.speculative import SpeculativeDevice
+    from aiflow_cli.serve.device.speculative import SpeculativeDevice
 
     model = SpeculativeDevice(spec_export).model
     sequence = {"sequence_id": "bad", "sequence_start": "position" not in params}

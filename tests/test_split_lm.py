@@ -88,10 +88,10 @@ def test_split_smollm2_generates_over_the_link_token_for_token_with_eight_sessio
 
     from aiflow_cli.data.specbench import read_prompts
     from aiflow_cli.export.lm_pair import greedy_reference
-    from aiflow_cli.serve.bench import ServerProcess
-    from aiflow_cli.serve.device import V2Client
-    from aiflow_cli.serve.generate import LMDevice
-    from aiflow_cli.serve.link import LinkShape, start_link_thread
+    from aiflow_cli.serve.device.client import V2Client
+    from aiflow_cli.serve.device.lm import LMDevice
+    from aiflow_cli.serve.launch import ServerProcess
+    from aiflow_cli.serve.link.proxy import LinkShape, start_link_thread
 
     manifest = load_manifest(lm_export)
     pair = next(p for p in manifest.pairs if p.cut == "layer15")
@@ -133,9 +133,9 @@ def test_a_server_that_lost_the_session_gets_the_prefix_again_and_nothing_is_los
     import time
 
     from aiflow_cli.export.lm_pair import greedy_reference
-    from aiflow_cli.serve.bench import ServerProcess
-    from aiflow_cli.serve.device import V2Client
-    from aiflow_cli.serve.generate import LMDevice
+    from aiflow_cli.serve.device.client import V2Client
+    from aiflow_cli.serve.device.lm import LMDevice
+    from aiflow_cli.serve.launch import ServerProcess
 
     manifest = load_manifest(lm_export)
     pair = next(p for p in manifest.pairs if p.cut == "layer2")
@@ -143,21 +143,72 @@ def test_a_server_that_lost_the_session_gets_the_prefix_again_and_nothing_is_los
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = ServerProcess(lm_export, port, threads=1, extra=["--idle-seconds", "0.3"])
+    server = ServerProcess(lm_export, port, threads=1, idle_seconds=0.3)
     server.wait_ready()
     client = V2Client(f"127.0.0.1:{port}")
-    original, paused = client.infer, []
+    original, paused = client.call, []
 
-    def slow_infer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - a device that dawdles once, mid-generation
+    def slow_call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - a device that dawdles once, mid-generation
         if kwargs.get("parameters", {}).get("position", 0) > ids.shape[1] + 4 and not paused:
             paused.append(True)
             time.sleep(0.6)
         return original(*args, **kwargs)
 
-    client.infer = slow_infer
+    client.call = slow_call
     try:
         gen = LMDevice(lm_export, manifest, pair, threads=1).generate(client, ids[0].tolist(), 10, eos=eos_ids(smollm2))
     finally:
         server.stop()
     assert gen.resent_prefixes >= 1
     assert gen.tokens == greedy_reference(smollm2, ids, 10)
+
+
+def test_eight_concurrent_retries_of_one_step_leave_the_cache_as_one_request_would(lm_export, smollm2):
+    """A device whose step timed out resends it under the same position; eight copies arriving at once
+    are applied one at a time, each cropping back first: every answer holds position p + 1."""
+    import socket
+    import threading
+
+    import numpy as np
+
+    from aiflow_cli.serve.device.client import V2Client
+    from aiflow_cli.serve.device.lm import LMDevice
+    from aiflow_cli.serve.launch import ServerProcess
+    from aiflow_cli.serve.wire import frame
+
+    manifest = load_manifest(lm_export)
+    pair = next(p for p in manifest.pairs if p.cut == "layer2")
+    device = LMDevice(lm_export, manifest, pair, threads=1)
+    ids = smollm2.tokenizer("Retries must be idempotent", return_tensors="pt")["input_ids"][0].tolist()
+
+    def framed(hidden: np.ndarray) -> dict[str, np.ndarray]:
+        return {device.hidden_name: np.frombuffer(frame(device.codec.pack(np.ascontiguousarray(hidden))), np.uint8)}
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ServerProcess(lm_export, port, threads=1)
+    server.wait_ready()
+    answers: list[int] = []
+    try:
+        client = V2Client(f"127.0.0.1:{port}")
+        hidden, past = device._hidden(np.array([ids]), device._empty())
+        first = client.call(device.model, framed(hidden), ["next_token"], "r-0", sequence_id="r", sequence_start=True,
+                            parameters={"position": 0})
+        step, _ = device._hidden(first.as_numpy("next_token").reshape(1, 1), past)
+
+        def retry() -> None:
+            mine = V2Client(f"127.0.0.1:{port}")
+            result = mine.call(device.model, framed(step), ["next_token"], "r-1", sequence_id="r",
+                               parameters={"position": len(ids)})
+            answers.append(int(result.get_response()["parameters"]["position"]))
+            mine.close()
+
+        threads = [threading.Thread(target=retry) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        server.stop()
+    assert answers == [len(ids) + 1] * 8

@@ -10,8 +10,8 @@ from aiflow_cli.cli.main import app
 from aiflow_cli.export.lm_pair import LMPairRunner, export_lm_split
 from aiflow_cli.schemas.figures import Mean
 from aiflow_cli.schemas.text_bottleneck import TextRatePoint, TextScores
-from aiflow_cli.serve.generate import LMDevice
-from aiflow_cli.serve.halves import LMPairModel
+from aiflow_cli.serve.device.lm import LMDevice
+from aiflow_cli.serve.server.halves import LMPairModel
 from aiflow_cli.serve.wire import frame
 from aiflow_cli.split.bottleneck.baselines import UniformQuantizer
 from aiflow_cli.split.bottleneck.text import cheapest_within, run_text_bottleneck

@@ -53,11 +53,6 @@ class _Data(Settings):
 
     flags = {"exits": "--exit"}
 
-    @field_validator("exits", mode="before")
-    @classmethod
-    def _no_exits(cls, value: object) -> object:
-        return [] if value is None else value
-
     @field_validator("max_drop")
     @classmethod
     def _max_drop(cls, value: float) -> float:
@@ -103,11 +98,6 @@ class BottleneckSettings(_Data, Targets, ExportOptions):
     shrinkage: float = Field(SHRINKAGE, ge=0, le=1, description="On images: pull the transform's covariance and "
                                                                 "Fisher estimates toward their diagonals (0-1), so the "
                                                                 "codec fits the training images less.")
-
-    @field_validator("cut", mode="before")
-    @classmethod
-    def _no_cuts(cls, value: object) -> object:
-        return [] if value is None else value
 
     @field_validator("beta", mode="before")
     @classmethod

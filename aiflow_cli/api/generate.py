@@ -15,9 +15,9 @@ from aiflow_cli.export.lm_pair import eos_ids
 from aiflow_cli.models.sources import load_model_named_in_file
 from aiflow_cli.models.speculative import MAX_K, AutoK, Sampling
 from aiflow_cli.schemas.manifest import load_manifest
-from aiflow_cli.serve.device import V2Client
-from aiflow_cli.serve.generate import LMDevice
-from aiflow_cli.serve.speculative import SpeculativeDevice, server_only
+from aiflow_cli.serve.device.client import V2Client
+from aiflow_cli.serve.device.lm import LMDevice
+from aiflow_cli.serve.device.speculative import SpeculativeDevice, server_only
 from aiflow_cli.settings import Settings
 
 __all__ = ["GeneratedText", "GenerateSettings", "generate", "parse_k"]

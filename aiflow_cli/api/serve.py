@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Optional, Un
 from pydantic import Field, field_validator, model_validator
 
 from aiflow_cli.errors import InputError
-from aiflow_cli.serve.server import ServeSettings
+from aiflow_cli.serve.launch import ServeSettings
 from aiflow_cli.settings import Settings, split_list
 
 if TYPE_CHECKING:
@@ -26,7 +26,9 @@ Progress = Callable[[str, int, int], None]
 
 def serve(settings: ServeSettings) -> None:
     """Check the export (schema, paths, hashes, declarations), then serve until interrupted."""
-    from aiflow_cli.serve.server import serve as serve_export
+    from aiflow_cli.serve.server.run import (
+        serve as serve_export,  # the one door into the server package
+    )
 
     serve_export(settings)
 
@@ -51,9 +53,7 @@ class LinkSettings(Settings):
 def run_link(settings: LinkSettings, started: Callable[[Any], None] | None = None) -> None:
     """Shape both directions between a loopback port and the server until interrupted; ``started``
     gets the proxy once it listens."""
-    import asyncio
-
-    from aiflow_cli.serve.link import LinkProxy, LinkShape, read_trace
+    from aiflow_cli.serve.link.proxy import LinkProxy, LinkShape, read_trace
     from aiflow_cli.split.links import parse_ms, parse_rate
 
     s = settings
@@ -64,7 +64,7 @@ def run_link(settings: LinkSettings, started: Callable[[Any], None] | None = Non
     if started is not None:
         started(proxy)
     try:
-        asyncio.run(proxy.serve_forever())
+        proxy.run()
     except KeyboardInterrupt:
         pass
 
@@ -92,9 +92,9 @@ class DeviceRun:
 
 def run_device(settings: DeviceSettings, progress: Progress | None = None) -> DeviceRun:
     """Run the export's device half on real inputs and its server half over the link, timing every part."""
-    from aiflow_cli.serve.bench import bench_inputs
     from aiflow_cli.serve.binding import read_token
-    from aiflow_cli.serve.device import V2Client, load_device_pairs
+    from aiflow_cli.serve.device.client import V2Client
+    from aiflow_cli.serve.device.pairs import bench_inputs, load_device_pairs
 
     s = settings
     _, pairs = load_device_pairs(s.directory)
@@ -143,11 +143,6 @@ class BenchSettings(Settings):
 
     SPECULATIVE_LINKS: ClassVar[tuple[str, ...]] = ("0.5MB/s,20ms", "1MB/s,20ms", "2MB/s,20ms")  # --speculative without --link
 
-    @field_validator("link", mode="before")
-    @classmethod
-    def _no_links(cls, value: object) -> object:
-        return [] if value is None else value
-
     @field_validator("ks", mode="before")
     @classmethod
     def _ks(cls, value: object) -> object:
@@ -172,22 +167,22 @@ def bench(settings: BenchSettings, progress: Progress | None = None
     """Start the server and the link here and measure: each pair over each fixed link against the plan
     (a BenchReport), the adaptive device under a rate trace (an AdaptReport), or the speculative study
     (a SpecStudy)."""
-    from aiflow_cli.serve.bench import parse_bench_link
+    from aiflow_cli.serve.studies.bench import parse_bench_link
 
     s = settings
     if s.speculative:
-        from aiflow_cli.serve.spec_study import run_spec_study
+        from aiflow_cli.serve.studies.spec_study import run_spec_study
 
         links = [parse_bench_link(text) for text in s.link or BenchSettings.SPECULATIVE_LINKS]
         return run_spec_study(s.directory, links, s.ks, s.prompts, s.new_tokens, progress=progress)
     if s.trace is not None:
-        from aiflow_cli.serve.bench import run_adaptive_bench
-        from aiflow_cli.serve.link import read_trace
+        from aiflow_cli.serve.link.proxy import read_trace
+        from aiflow_cli.serve.studies.bench import run_adaptive_bench
         from aiflow_cli.split.links import parse_ms
 
         return run_adaptive_bench(s.directory, read_trace(s.trace), parse_ms(s.rtt), s.seconds, s.engine, s.data,
                                   s.device_slowdown, progress)
-    from aiflow_cli.serve.bench import run_bench
+    from aiflow_cli.serve.studies.bench import run_bench
 
     return run_bench(s.directory, [parse_bench_link(text) for text in s.link], s.requests, s.warmup, s.engine, s.data,
                      progress=progress, device_slowdown=s.device_slowdown)

@@ -38,11 +38,6 @@ class Targets(Settings):
     profile: Optional[Path] = Field(None, description="This machine's profile of MODEL, used to project hardware "
                                                       "YAML (else measured now).")
 
-    @field_validator("link", mode="before")
-    @classmethod
-    def _no_links(cls, value: object) -> object:
-        return [] if value is None else value
-
     @model_validator(mode="after")
     def _device_and_server(self) -> "Targets":
         if (self.device is None) != (self.server is None):
@@ -97,11 +92,6 @@ class PlanSettings(Targets, ExportOptions):
     triton: bool = Field(True, description="Also write triton/ for the server halves.")
     verify_count: int = Field(50, ge=1, description="Real inputs to verify each pair on (1 or more).")
     trust_remote_code: bool = Field(False, description="Allow hf: models to run code from their repository.")
-
-    @field_validator("cut", mode="before")
-    @classmethod
-    def _no_cuts(cls, value: object) -> object:
-        return [] if value is None else value
 
     @field_validator("server_batch", mode="before")
     @classmethod

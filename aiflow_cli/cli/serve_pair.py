@@ -51,6 +51,7 @@ def server_cmd(
     threads: Annotated[Optional[int], opt(V, "threads")] = VD.threads,
     cores: Annotated[Optional[str], opt(V, "cores")] = None,
     max_body: Annotated[int, opt(V, "max_body")] = VD.max_body,
+    max_batch: Annotated[int, opt(V, "max_batch")] = VD.max_batch,
     max_sessions: Annotated[int, opt(V, "max_sessions")] = VD.max_sessions,
     idle_seconds: Annotated[float, opt(V, "idle_seconds")] = VD.idle_seconds,
 ) -> None:
@@ -220,8 +221,8 @@ def bench_cmd(
     from aiflow_cli.api.serve import bench
     from aiflow_cli.schemas.bench import BenchReport
     from aiflow_cli.schemas.spec_study import SpecStudy
-    from aiflow_cli.serve.plot import plot_bench
-    from aiflow_cli.serve.spec_plot import plot_spec_study
+    from aiflow_cli.serve.studies.plot import plot_bench
+    from aiflow_cli.serve.studies.spec_plot import plot_spec_study
 
     settings = B.from_options(locals())
     check_outputs(out, plot)
@@ -255,7 +256,7 @@ def _render_bench(report) -> None:  # noqa: ANN001 - BenchReport
 
 
 def _render_spec(study) -> None:  # noqa: ANN001 - SpecStudy
-    from aiflow_cli.serve.spec_study import PREDICTION_LIMIT
+    from aiflow_cli.serve.studies.spec_study import PREDICTION_LIMIT
 
     ks = sorted({p.k for p in study.points if p.k != "auto"})
     console.print(f"[bold]{study.draft} -> {study.target}[/]: {study.prompts} Spec-Bench prompts x {study.new_tokens} "

@@ -15,6 +15,7 @@ A codec is used in three places that must agree:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ActivationCodec", "CodecSpec", "EncodedTensor"]
+__all__ = ["ActivationCodec", "CodecSpec", "EncodedTensor", "expected_bytes", "bounded_unzstd"]
 
 
 @dataclass
@@ -38,6 +39,24 @@ class EncodedTensor:
     data: bytes
     shape: tuple[int, ...]
     dtype: str  # numpy dtype name of the wire tensor
+
+
+def expected_bytes(enc: EncodedTensor) -> int:
+    """Bytes of the tensor ``enc`` describes, computed in Python integers (no overflow)."""
+    return math.prod(int(d) for d in enc.shape) * np.dtype(enc.dtype).itemsize
+
+
+def bounded_unzstd(data: bytes, limit: int) -> bytes:
+    """Decompress a zstd frame, reading at most ``limit`` bytes of output; more is a ``ValueError``."""
+    import io
+
+    import zstandard
+
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+        out = reader.read(limit + 1)
+    if len(out) > limit:
+        raise ValueError(f"the zstd frame holds more than the {limit} bytes its tensor declares")
+    return out
 
 
 class ActivationCodec:
@@ -75,11 +94,11 @@ class ActivationCodec:
         return EncodedTensor(raw, tuple(wire.shape), str(wire.dtype))
 
     def unpack(self, enc: EncodedTensor) -> np.ndarray:
+        """The wire tensor back from its bytes. A zstd frame is read as a stream and never past the
+        bytes ``enc.shape`` holds: a small frame that claims gigabytes is refused, not allocated."""
         raw = enc.data
         if self.zstd_level is not None:
-            import zstandard
-
-            raw = zstandard.ZstdDecompressor().decompress(raw)
+            raw = bounded_unzstd(raw, expected_bytes(enc))
         return np.frombuffer(raw, dtype=enc.dtype).reshape(enc.shape)
 
     # -- convenience: the whole round trip in torch, for fidelity checks ---------------------

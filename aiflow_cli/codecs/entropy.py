@@ -147,10 +147,16 @@ class EntropyTables:
             coder.encode(symbols, constriction.stream.model.Categorical(pmf, perfect=False))
         return struct.pack("<4H", n, c, h, w) + coder.get_compressed().tobytes()
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """The symbols back. ``shape``: what the frame around these bytes declares (already bounded);
+        a header that says otherwise is refused before anything is allocated."""
         import constriction
 
+        if len(data) < HEADER_BYTES:
+            raise ValueError(f"{len(data)} bytes: shorter than the {HEADER_BYTES}-byte header")
         n, c, h, w = struct.unpack("<4H", data[:HEADER_BYTES])
+        if shape is not None and (n, c, h, w) != tuple(shape):
+            raise ValueError(f"the coded header says {[n, c, h, w]}, the frame {list(shape)}")
         words = np.frombuffer(data[HEADER_BYTES:], dtype=np.uint32)
         decoder = constriction.stream.queue.RangeDecoder(words)
         q = np.zeros((n, c, h, w), dtype=np.int32)

@@ -391,7 +391,7 @@ class LearnedBottleneckCodec(ActivationCodec):
         return EncodedTensor(self.tables.encode(coded), tuple(wire.shape), "int32")
 
     def unpack(self, enc: EncodedTensor) -> np.ndarray:
-        return self.tables.decode(enc.data).reshape(enc.shape)
+        return self.tables.decode(enc.data, tuple(enc.shape)).reshape(enc.shape)
 
     def estimated_bytes(self, x: torch.Tensor) -> float:
         """-log2 p(q) / 8 under the coded tables (the rate the range coder should reach)."""

@@ -36,7 +36,7 @@ _paths = Path(__file__).with_name("aiflow_paths.txt")  # runtime repositories: w
 if _paths.is_file():
     sys.path[:0] = [p for p in _paths.read_text().splitlines() if p and p not in sys.path]
 
-from aiflow_cli.serve.triton_python import TritonPythonModel  # noqa: E402,F401
+from aiflow_cli.serve.server.engines.triton_python import TritonPythonModel  # noqa: E402,F401
 '''
 
 
@@ -54,7 +54,8 @@ def _tensor(config_list, decl: TensorDecl, name: str | None = None, dtype: str |
     return item
 
 
-def pair_configs(name: str, pair: ExportedPair, network_backend: str = "onnxruntime") -> dict[str, object]:
+def pair_configs(name: str, pair: ExportedPair, network_backend: str = "onnxruntime",
+                 max_batch: int | None = None) -> dict[str, object]:
     """{model name: ModelConfig} for the ensemble, its decode step and its network step.
 
     ``network_backend`` "python" runs server.onnx with onnxruntime inside Triton's Python backend,
@@ -71,6 +72,8 @@ def pair_configs(name: str, pair: ExportedPair, network_backend: str = "onnxrunt
         _tensor(step.input, d, dtype="uint8")
         _tensor(step.output, d, name=d.name + DECODED_SUFFIX)
     step.parameters["aiflow_role"].string_value = "decode"
+    if max_batch is not None:  # the decode step refuses a larger declared batch before decoding it
+        step.parameters["aiflow_max_batch"].string_value = str(max_batch)
     configs[decode] = step
 
     net = mc.ModelConfig(name=network, max_batch_size=0)
@@ -107,7 +110,8 @@ def pair_configs(name: str, pair: ExportedPair, network_backend: str = "onnxrunt
 
 
 def write_triton_pair(root: Path, model_name: str, pair: ExportedPair, network_backend: str = "onnxruntime",
-                      server_onnx: Path | None = None, python_paths: list[str] | None = None) -> list[Path]:
+                      server_onnx: Path | None = None, python_paths: list[str] | None = None,
+                      max_batch: int | None = None) -> list[Path]:
     """Write the three models of ``pair`` under ``root/triton``; returns their folders.
 
     ``python_paths`` (runtime repositories): folders the Python-backend models put on ``sys.path``
@@ -116,7 +120,7 @@ def write_triton_pair(root: Path, model_name: str, pair: ExportedPair, network_b
 
     name = triton_model_name(model_name, pair.cut)
     folders = []
-    for model, config in pair_configs(name, pair, network_backend).items():
+    for model, config in pair_configs(name, pair, network_backend, max_batch).items():
         folder = Path(root) / "triton" / model
         (folder / "1").mkdir(parents=True, exist_ok=True)
         (folder / "config.pbtxt").write_text(text_format.MessageToString(config))

@@ -31,7 +31,7 @@ from aiflow_cli.errors import InputError
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import TensorDecl
 
-__all__ = ["Sampling", "GREEDY", "KVSession", "distribution", "sparse_distribution", "q_of", "verify_greedy",
+__all__ = ["Sampling", "GREEDY", "KVSession", "crop_past", "distribution", "sparse_distribution", "q_of", "verify_greedy",
            "verify_sampled", "verify_round", "draft_tokens", "Drafter", "LocalVerifier", "Rounds", "KPolicy", "FixedK", "AutoK",
            "expected_tokens", "speculate", "decode_alone", "empty_past", "MAX_K"]
 
@@ -144,6 +144,12 @@ def empty_past(decls: list[TensorDecl]) -> dict[str, np.ndarray]:
     return {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in decls}
 
 
+def crop_past(past: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+    """A KV cache (``past_key_values.N.key/value``: batch x heads x positions x head dim) cut to its
+    first ``length`` positions: what a verified or retried step keeps."""
+    return {k: v[:, :, :length] for k, v in past.items()}
+
+
 class KVSession:
     """An ONNX causal LM (``input_ids`` + past key/values -> ``logits`` + present) with its own cache.
     Several sessions may share one onnxruntime session (a server: one model, a cache per client)."""
@@ -171,7 +177,7 @@ class KVSession:
     def crop(self, length: int) -> None:
         """Forget everything after the first ``length`` positions."""
         if length < self.length:
-            self.past = {k: v[:, :, :length] for k, v in self.past.items()}
+            self.past = crop_past(self.past, length)
             self.length = length
 
 

@@ -16,6 +16,7 @@ malformed message is an :class:`InputError`, answered with a 400 naming what is 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ NUMPY_OF = {"BOOL": np.bool_, "UINT8": np.uint8, "INT8": np.int8, "INT32": np.in
             "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
 V2_OF = {np.dtype(v).name: k for k, v in NUMPY_OF.items()}
 MAX_BODY_BYTES = 64 * 2**20  # the largest request body a server reads (413 above); --max-body changes it
+MAX_BATCH = 16  # inputs one request may carry (--max-batch): each costs the server half's full compute
 MAX_TENSORS = 64
 
 
@@ -50,6 +52,28 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _depth(data: Any, limit: int = 32) -> int:
+    """How deeply ``data`` nests lists, counted without recursion and given up past ``limit``."""
+    depth, level = 0, [data]
+    while level and depth <= limit:
+        depth += 1
+        level = [x for item in level if isinstance(item, list) for x in item if isinstance(x, list)]
+    return depth
+
+
+def _leaves(data: list) -> Any:
+    """The non-list items of a nest of lists (iteratively: a deep nest cannot overflow the stack)."""
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            yield item
+        else:
+            stack.pop()
+
+
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     if header_length is not None:
         try:
@@ -65,6 +89,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         msg = json.loads(head)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise InputError("the request header is not JSON", "send a KServe v2 inference request") from None
+    except RecursionError:  # the parser recurses per level: a deep nest ends here, cheaply
+        raise InputError("the request header nests too deeply", "send a KServe v2 inference request") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("inputs"), list) or not msg["inputs"]:
         raise InputError("the request has no 'inputs' list", "send a KServe v2 inference request")
     if len(msg["inputs"]) > MAX_TENSORS:
@@ -83,7 +109,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         if dtype not in NUMPY_OF:
             raise InputError(f"{where}: datatype {str(dtype)[:20]!r} is not one of {', '.join(NUMPY_OF)}")
         shape = _shape(item.get("shape"), where)
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)  # Python integers: a product of large dimensions cannot wrap around
+        if count > len(body):  # every element takes at least one byte, as JSON text or as binary data
+            raise InputError(f"{where}: {dtype} {list(shape)} holds more than the {len(body)}-byte request can carry")
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -96,6 +124,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             offset += size
         else:
             data = item.get("data")
+            if not isinstance(data, list) or _depth(data) > len(shape) or sum(1 for _ in _leaves(data)) != count:
+                raise InputError(f"{where}: 'data' does not hold {dtype} {list(shape)}")
             try:
                 array = np.asarray(data, dtype=NUMPY_OF[dtype]).reshape(shape)
             except (TypeError, ValueError, OverflowError):

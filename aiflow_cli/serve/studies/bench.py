@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +27,18 @@ from aiflow_cli.schemas.bench import (
     PairLinkResult,
     Protocol,
 )
-from aiflow_cli.serve.device import (
+from aiflow_cli.serve.device.client import V2Client
+from aiflow_cli.serve.device.pairs import (
     DevicePair,
     RequestRecord,
-    V2Client,
+    bench_inputs,
     load_device_pairs,
 )
-from aiflow_cli.serve.link import LinkShape, start_link_thread
+from aiflow_cli.serve.launch import ServerProcess, free_port, pin_to_cores
+from aiflow_cli.serve.link.proxy import LinkShape, start_link_thread
 from aiflow_cli.split.cost import Link, predict
 
-__all__ = ["BenchLink", "parse_bench_link", "ServerProcess", "run_bench", "run_adaptive_bench", "TOTAL_LIMIT",
+__all__ = ["BenchLink", "parse_bench_link", "run_bench", "run_adaptive_bench", "TOTAL_LIMIT",
            "COMPONENT_LIMIT", "bench_inputs", "measure_protocol"]
 
 TOTAL_LIMIT = 0.15
@@ -62,58 +62,6 @@ def parse_bench_link(text: str) -> BenchLink:
     if len(parts) != 2:
         raise InputError(f"--link '{text}': expected RATE,RTT", "for example --link 0.5MB/s,20ms")
     return BenchLink(f"{parts[0]},{parts[1]}", parse_rate(parts[0]), parse_ms(parts[1]))
-
-
-class ServerProcess:
-    """``aiflow serve-pair server`` in a child process, started and stopped by the bench."""
-
-    def __init__(self, directory: Path, port: int, engine: str = "embedded", cores: list[int] | None = None,
-                 threads: int = 1, extra: list[str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "aiflow_cli", "serve-pair", "server", str(directory), "--port", str(port),
-               "--engine", engine, "--threads", str(threads), *(extra or [])]
-        if cores:
-            cmd += ["--cores", ",".join(map(str, cores))]
-        self.url = f"127.0.0.1:{port}"
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        import tritonclient.http as httpclient
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = (self.proc.stderr.read() if self.proc.stderr else "").strip().splitlines()
-                raise InputError(f"the server exited before it was ready: {(err or ['no output'])[-1]}")
-            try:
-                if httpclient.InferenceServerClient(self.url, connection_timeout=1, network_timeout=1).is_server_ready():
-                    return
-            except Exception:  # noqa: BLE001 - not listening yet
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise InputError(f"the server did not answer within {timeout_s:.0f} s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def bench_inputs(count: int, data: Path | None = None) -> tuple[list[Any], list[int | None], str]:
-    """Real test-split photos (with labels) when there are any, else the zoo's example input."""
-    from aiflow_cli.data.imagenet import default_image_roots, load_batch, read_labels
-
-    roots = [data] if data is not None else default_image_roots()
-    if roots:
-        records = read_labels(roots, "test")[:count]
-        images, labels = load_batch(records)
-        return [images[i:i + 1].numpy() for i in range(len(records))], labels.tolist(), \
-            f"{len(records)} test-split photos from {', '.join(map(str, roots))}"
-    raise InputError("no input photos for the bench", "pass --data FOLDER or set AIFLOW_DATA")
 
 
 def _median(records: list[RequestRecord], field: str) -> float:
@@ -187,13 +135,12 @@ def _judge(results: list[PairLinkResult]) -> bool:
 
 def _pin_and_start(directory: Path, engine: str, port: int, cores: tuple[int, int] | None
                    ) -> tuple["ServerProcess", tuple[int, int]]:
-    from aiflow_cli.serve.server import pin_to_cores
 
     available = sorted(os.sched_getaffinity(0))
     if cores is None:
         cores = (available[0], available[-1]) if len(available) > 1 else (available[0], available[0])
     pin_to_cores([cores[0]])
-    return ServerProcess(Path(directory), port or _free_port(), engine, [cores[1]]), cores
+    return ServerProcess(Path(directory), port or free_port(), engine, [cores[1]]), cores
 
 
 def _pinning(cores: tuple[int, int], slowdown: float) -> str:
@@ -264,21 +211,13 @@ def _triton_clock(client: V2Client, pair: DevicePair) -> Callable[[], float]:
     return lambda: client.compute_ms(steps)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_adaptive_bench(directory: Path, trace: list[tuple[float, float]], rtt_ms: float, seconds: float,
                        engine: str = "embedded", data: Path | None = None, device_slowdown: float = 1.0,
                        progress: Progress | None = None) -> AdaptReport:
     """Every fixed pair, then the adaptive device, each over a fresh link following ``trace`` for
     ``seconds``: medians measured and predicted (the cost model at the trace's rate when each
     request was sent; for the adaptive run, the best pair at that rate)."""
-    from aiflow_cli.serve.adapt import AdaptiveDevice
+    from aiflow_cli.serve.device.adapt import AdaptiveDevice
 
     if seconds <= 0 or seconds > 3600:
         raise InputError("--seconds must be between 0 and 3600")

@@ -12,6 +12,7 @@ a wrong dtype or shape, bytes that do not decode. Each is an :class:`InputError`
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,17 +24,20 @@ import numpy as np
 from aiflow_cli.codecs.base import ActivationCodec
 from aiflow_cli.codecs.registry import codec_of, crossing_codecs
 from aiflow_cli.errors import InputError
-from aiflow_cli.models.speculative import empty_past
+from aiflow_cli.models.speculative import crop_past, empty_past
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import (
     ExportedPair,
     TensorDecl,
 )
-from aiflow_cli.serve.protocol import V2_OF
+from aiflow_cli.serve.protocol import MAX_BATCH, V2_OF
 from aiflow_cli.serve.wire import unframe
 
 __all__ = ["ServedModel", "PairModel", "LMPairModel", "SessionLost", "SessionCache", "crop",
-           "session_parameters", "check_inputs", "decode_wire"]
+           "session_parameters", "check_inputs", "decode_wire", "check_frame_shape", "MAX_BATCH"]
+
+MAX_DYNAMIC_DIM = 65_536  # any other dynamic dimension (tokens of a sequence, ...)
+MAX_DECODED_BYTES = 128 * 2**20  # one decoded wire tensor
 
 
 
@@ -64,16 +68,38 @@ def _v2_shape(decl: TensorDecl) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in decl.shape]
 
 
-def decode_wire(codec: ActivationCodec, data: np.ndarray, decl: TensorDecl) -> np.ndarray:
-    """Framed bytes -> the wire tensor ``server.onnx`` expects, checked against its declaration."""
+def check_frame_shape(shape: tuple[int, ...], decl: TensorDecl, max_batch: int = MAX_BATCH) -> None:
+    """Refuse a framed shape before anything is decoded or allocated: fixed dimensions must be the
+    declared ones, the first dynamic one (the batch) at most ``max_batch``, any other dynamic one at
+    most ``MAX_DYNAMIC_DIM``, and the whole at most ``MAX_DECODED_BYTES`` (Python integers: a product
+    cannot overflow)."""
+    where = f"input '{decl.name}'"
+    if len(shape) != len(decl.shape):
+        raise InputError(f"{where}: wire shape {list(shape)} does not fit the declared {decl.shape}")
+    for i, (d, s) in enumerate(zip(decl.shape, shape)):
+        if isinstance(d, int) and d != s:
+            raise InputError(f"{where}: wire shape {list(shape)} does not fit the declared {decl.shape}")
+        if not isinstance(d, int) and i == 0 and s > max_batch:
+            raise InputError(f"{where}: batch {s} is over this server's limit of {max_batch}",
+                             "send smaller batches, or start the server with a larger --max-batch")
+        if not isinstance(d, int) and s > MAX_DYNAMIC_DIM:
+            raise InputError(f"{where}: dimension '{d}' of {s} is over the limit of {MAX_DYNAMIC_DIM}")
+    size = math.prod(shape) * np.dtype(decl.dtype).itemsize
+    if size > MAX_DECODED_BYTES:
+        raise InputError(f"{where}: {list(shape)} {decl.dtype} is {size:,} bytes, over the limit of "
+                         f"{MAX_DECODED_BYTES:,}", "send smaller batches")
+
+
+def decode_wire(codec: ActivationCodec, data: np.ndarray, decl: TensorDecl, max_batch: int = MAX_BATCH) -> np.ndarray:
+    """Framed bytes -> the wire tensor ``server.onnx`` expects, checked against its declaration and
+    the server's bounds before the codec decodes (or decompresses) anything."""
     if data.dtype != np.uint8 or data.ndim != 1:
         raise InputError(f"input '{decl.name}': expected UINT8 [bytes], got {data.dtype} {list(data.shape)}",
                          "send the framed codec bytes as one UINT8 tensor")
     enc = unframe(data.tobytes(), f"input '{decl.name}'")
     if enc.dtype != decl.dtype:
         raise InputError(f"input '{decl.name}': wire dtype {enc.dtype}, the manifest declares {decl.dtype}")
-    if len(enc.shape) != len(decl.shape) or any(isinstance(d, int) and d != s for d, s in zip(decl.shape, enc.shape)):
-        raise InputError(f"input '{decl.name}': wire shape {list(enc.shape)} does not fit the declared {decl.shape}")
+    check_frame_shape(tuple(enc.shape), decl, max_batch)
     try:
         array = codec.unpack(enc)
     except Exception as exc:  # noqa: BLE001 - zstd, range coder and reshape all fail differently on bad bytes
@@ -97,7 +123,9 @@ def check_inputs(tensors: dict[str, np.ndarray], names: list[str]) -> None:
 class PairModel(ServedModel):
     """An image / encoder pair: stateless, one request = one ``server.onnx`` run."""
 
-    def __init__(self, root: Path, name: str, pair: ExportedPair, threads: int | None = None) -> None:
+    def __init__(self, root: Path, name: str, pair: ExportedPair, threads: int | None = None,
+                 max_batch: int = MAX_BATCH) -> None:
+        self.max_batch = max_batch
         wire = [{"name": d.name, "datatype": "UINT8", "shape": [-1]} for d in pair.crossing]
         outs = [{"name": d.name, "datatype": V2_OF[d.dtype], "shape": _v2_shape(d)} for d in pair.server.outputs]
         super().__init__(name, pair, wire, outs)
@@ -108,7 +136,8 @@ class PairModel(ServedModel):
                                                                                           dict[str, Any]]:
         check_inputs(tensors, [d.name for d in self.pair.crossing])
         t0 = time.perf_counter()
-        feeds = {d.name: decode_wire(c, tensors[d.name], d) for d, c in zip(self.pair.crossing, self.codecs)}
+        feeds = {d.name: decode_wire(c, tensors[d.name], d, self.max_batch)
+                 for d, c in zip(self.pair.crossing, self.codecs)}
         t1 = time.perf_counter()
         outs = self.session.run(None, feeds)
         t2 = time.perf_counter()
@@ -121,6 +150,7 @@ class _Session:
     past: dict[str, np.ndarray]
     position: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one step at a time per session
 
 
 class SessionCache:
@@ -172,7 +202,7 @@ class SessionCache:
 def crop(session: _Session, length: int) -> None:
     """Forget everything in the cache after its first ``length`` positions."""
     if session.position > length:
-        session.past = {k: v[:, :, :length] for k, v in session.past.items()}
+        session.past = crop_past(session.past, length)
         session.position = length
 
 
@@ -213,13 +243,16 @@ class LMPairModel(ServedModel):
         check_inputs(tensors, [hidden_decl.name])
         sid, start, position = session_parameters(parameters)
         t0 = time.perf_counter()
-        hidden = decode_wire(self.codec, tensors[hidden_decl.name], hidden_decl)
+        hidden = decode_wire(self.codec, tensors[hidden_decl.name], hidden_decl, max_batch=1)  # one sequence a session
+        if hidden.shape[1] < 1:
+            raise InputError(f"input '{hidden_decl.name}': no tokens", "send the hidden state of at least one token")
         session = self.cache.get(sid, start)
-        self.cache.continue_at(session, sid, position)
-        t1 = time.perf_counter()
-        outs = self.session.run(None, {hidden_decl.name: hidden, **session.past})
-        session.past = {d.name: v for d, v in zip(self.past_decls, outs[1:])}
-        session.position += hidden.shape[1]
+        with session.lock:  # retries of one step arrive together: each crops back, then applies it once
+            self.cache.continue_at(session, sid, position)
+            t1 = time.perf_counter()
+            outs = self.session.run(None, {hidden_decl.name: hidden, **session.past})
+            session.past = {d.name: v for d, v in zip(self.past_decls, outs[1:])}
+            session.position += hidden.shape[1]
         token = np.asarray(outs[0][:, -1].argmax(-1), dtype=np.int64).reshape(1, 1)
         if parameters.get("sequence_end", False):
             self.cache.close(sid)

@@ -3,7 +3,8 @@
 Endpoints: ``/v2/health/live``, ``/v2/health/ready``, ``/v2`` (server metadata, extensions
 ``binary_tensor_data`` and ``sequence``), ``/v2/models/{name}[/versions/{v}]``, ``.../ready`` and
 ``.../infer``. Bad requests get a 4xx with ``{"error": message}`` and the server keeps serving:
-400 malformed or mismatched tensors, 401 a missing or wrong bearer token, 404 an unknown model,
+400 malformed or mismatched tensors, 401 a missing or wrong bearer token (on every endpoint, health
+included, when the server has one), 404 an unknown model,
 409 a session the server no longer holds, 413 a body over the limit. Inference runs in a worker
 thread so health checks answer while a model computes.
 """
@@ -12,22 +13,23 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aiflow_cli import __version__
 from aiflow_cli.errors import InputError
-from aiflow_cli.serve.halves import ServedModel, SessionLost
 from aiflow_cli.serve.protocol import (
     HEADER_LENGTH,
     MAX_BODY_BYTES,
     encode_infer_response,
     parse_infer_request,
 )
+from aiflow_cli.serve.server.halves import ServedModel, SessionLost
 
 __all__ = ["build_app"]
 
@@ -42,16 +44,21 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when the client went away before sending it all (logged in one line)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+    except ClientDisconnect:
+        log.info("a client closed its connection after %d bytes of a request body", size)
+        return None
     return b"".join(chunks)
 
 
@@ -64,10 +71,19 @@ def build_app(models: dict[str, ServedModel], token: str | None = None,
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
     def model_or_404(request: Request) -> ServedModel | JSONResponse:
+        """The named model; the 404 lists the served ones (every caller here holds the token)."""
         name = request.path_params["name"]
         if name not in models:
             return _error(404, f"unknown model '{name[:80]}'; served: {', '.join(models)}")
         return models[name]
+
+    def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """With a token set, every endpoint (health and metadata too) answers only to a caller holding it."""
+        async def endpoint(request: Request) -> Response:
+            if not authorised(request):
+                return _error(401, "missing or wrong bearer token")
+            return await handler(request)
+        return endpoint
 
     async def live(_: Request) -> Response:
         return JSONResponse({"live": True})
@@ -79,8 +95,6 @@ def build_app(models: dict[str, ServedModel], token: str | None = None,
         return JSONResponse({"name": "aiflow", "version": __version__, "extensions": ["binary_tensor_data", "sequence"]})
 
     async def model_metadata(request: Request) -> Response:
-        if not authorised(request):
-            return _error(401, "missing or wrong bearer token")
         found = model_or_404(request)
         return found if isinstance(found, JSONResponse) else JSONResponse(found.metadata())
 
@@ -89,8 +103,6 @@ def build_app(models: dict[str, ServedModel], token: str | None = None,
         return found if isinstance(found, JSONResponse) else JSONResponse({"name": found.name, "ready": True})
 
     async def infer(request: Request) -> Response:
-        if not authorised(request):
-            return _error(401, "missing or wrong bearer token")
         found = model_or_404(request)
         if isinstance(found, JSONResponse):
             return found
@@ -98,6 +110,8 @@ def build_app(models: dict[str, ServedModel], token: str | None = None,
             body = await _read_body(request, max_body_bytes)
         except _TooLarge:
             return _error(413, f"request body over the limit of {max_body_bytes} bytes")
+        if body is None:
+            return _error(400, "the request body ended early")
         try:
             parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
             outputs, params = await run_in_threadpool(found.infer, parsed.tensors, parsed.parameters)
@@ -113,8 +127,9 @@ def build_app(models: dict[str, ServedModel], token: str | None = None,
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(head)})
 
-    routes = [Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata)]
+    routes = [Route("/v2/health/live", guarded(live)), Route("/v2/health/ready", guarded(ready)),
+              Route("/v2", guarded(server_metadata))]
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        routes += [Route(prefix, model_metadata), Route(f"{prefix}/ready", model_ready),
-                   Route(f"{prefix}/infer", infer, methods=["POST"])]
+        routes += [Route(prefix, guarded(model_metadata)), Route(f"{prefix}/ready", guarded(model_ready)),
+                   Route(f"{prefix}/infer", guarded(infer), methods=["POST"])]
     return Starlette(routes=routes)

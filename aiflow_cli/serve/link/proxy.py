@@ -11,10 +11,10 @@ direction, as on one radio link), then delivered ``delay`` later::
 The rate may follow a trace over time (CSV lines ``seconds,rate``, e.g. ``10,0.25MB/s``; the last
 rate holds). Memory is bounded: at most ``MAX_IN_FLIGHT`` bytes wait in a direction.
 
-The event loop's timers wake up to a millisecond late (epoll counts in milliseconds), which would
-add up to 1 ms to every delivery. So a chunk that is not yet due waits in a small thread pool
-(``time.sleep`` there is accurate to about 0.1 ms and holds neither the loop nor the GIL); the loop
-keeps serving every other connection meanwhile.
+A chunk waits for its delivery time with ``asyncio.sleep``, so the loop keeps serving every other
+connection meanwhile. The proxy's loop uses the ``select`` selector: epoll and poll take their
+timeout in whole milliseconds and wake up to 1 ms late, which would add up to 1 ms to every
+delivery; ``select`` takes microseconds (the proxy has a handful of sockets, far below its limit).
 """
 
 from __future__ import annotations
@@ -23,19 +23,18 @@ import asyncio
 import bisect
 import csv
 import io
+import selectors
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiflow_cli.errors import ConfigError, InputError
 
-__all__ = ["LinkShape", "read_trace", "LinkProxy", "start_link_thread"]
+__all__ = ["LinkShape", "read_trace", "LinkProxy", "start_link_thread", "link_loop"]
 
 CHUNK = 16 * 1024
 MAX_IN_FLIGHT = 8 * 2**20
-WAITERS = 32  # threads that wait out chunks not yet due (one per connection direction in flight)
 
 
 @dataclass
@@ -86,10 +85,9 @@ def read_trace(path: Path) -> list[tuple[float, float]]:
     return points
 
 
-def _sleep_until(due: float) -> None:
-    """Block this (worker) thread until ``time.monotonic()`` reaches ``due``."""
-    while (wait := due - time.monotonic()) > 0:
-        time.sleep(wait)
+def link_loop() -> asyncio.AbstractEventLoop:
+    """An event loop whose timers keep to about 0.1 ms (see the module's docstring)."""
+    return asyncio.SelectorEventLoop(selectors.SelectSelector())
 
 
 class _Direction:
@@ -120,7 +118,6 @@ class LinkProxy:
         self.server: asyncio.AbstractServer | None = None
         self.port: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.waiters = ThreadPoolExecutor(WAITERS, thread_name_prefix="aiflow-link-wait")
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -144,7 +141,6 @@ class LinkProxy:
                 w.close()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: _Direction) -> None:
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(maxsize=MAX_IN_FLIGHT // CHUNK)
 
         async def pump() -> None:
@@ -159,8 +155,8 @@ class LinkProxy:
             try:
                 while (item := await queue.get()) is not None:
                     due, data = item
-                    if due > time.monotonic():  # wait in a worker thread: the loop's timers wake late
-                        await loop.run_in_executor(self.waiters, _sleep_until, due)
+                    if (wait := due - time.monotonic()) > 0:
+                        await asyncio.sleep(wait)
                     writer.write(data)
                     await writer.drain()
             except (ConnectionError, OSError):
@@ -169,6 +165,14 @@ class LinkProxy:
                 writer.close()
 
         await asyncio.gather(pump(), deliver())
+
+    def run(self) -> None:
+        """Serve until interrupted, on a loop of its own (:func:`link_loop`)."""
+        loop = link_loop()
+        try:
+            loop.run_until_complete(self.serve_forever())
+        finally:
+            loop.close()
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -181,7 +185,6 @@ class LinkProxy:
         """Stop accepting and close (from any thread)."""
         if self.loop is not None and self.server is not None:
             self.loop.call_soon_threadsafe(self.server.close)
-        self.waiters.shutdown(wait=False, cancel_futures=True)
 
     @property
     def bytes_up(self) -> int:
@@ -208,7 +211,11 @@ def start_link_thread(target: tuple[str, int], up: LinkShape, down: LinkShape, l
                 except asyncio.CancelledError:
                     pass
 
-        asyncio.run(main())
+        loop = link_loop()
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
 
     thread = threading.Thread(target=run, daemon=True, name="aiflow-link")
     thread.start()

@@ -1,5 +1,5 @@
 """The device side of speculative decoding across the link: the draft here, the target on the
-server (:mod:`aiflow_cli.serve.verifier`), one round trip per round.
+server (:mod:`aiflow_cli.serve.server.verifier`), one round trip per round.
 
 Each round the device sends the committed tokens the server has not seen (at least the last
 one) and its ``k`` drafts; when sampling, also the sparse distribution each draft was drawn
@@ -34,7 +34,7 @@ from aiflow_cli.models.speculative import (
     speculate,
 )
 from aiflow_cli.schemas.manifest import Manifest, load_manifest
-from aiflow_cli.serve.device import V2Client
+from aiflow_cli.serve.device.client import V2Client
 
 __all__ = ["RemoteVerifier", "SpeculativeDevice", "RemoteStats", "server_only"]
 

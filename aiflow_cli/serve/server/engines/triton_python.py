@@ -25,11 +25,13 @@ class TritonPythonModel:  # the name and methods Triton's Python backend looks f
         from aiflow_cli.codecs.registry import crossing_codecs
         from aiflow_cli.ort import ort_session
         from aiflow_cli.schemas.manifest import ExportedPair
+        from aiflow_cli.serve.protocol import MAX_BATCH
 
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         here = Path(args["model_repository"]) / str(args.get("model_version", "1"))  # this model's version folder
         self.role = params["aiflow_role"]
+        self.max_batch = int(params.get("aiflow_max_batch", MAX_BATCH))
         self.pair = ExportedPair.model_validate_json((here / "pair.json").read_text())
         if self.role == "decode":
             self.codecs = crossing_codecs(self.pair)
@@ -56,12 +58,12 @@ class TritonPythonModel:  # the name and methods Triton's Python backend looks f
 
     def _decode(self, request: Any, pb_utils: Any) -> list[Any]:
         from aiflow_cli.export.triton import DECODED_SUFFIX
-        from aiflow_cli.serve.halves import decode_wire
+        from aiflow_cli.serve.server.halves import decode_wire
 
         out = []
         for decl, codec in zip(self.pair.crossing, self.codecs):
             data = _as_numpy(pb_utils.get_input_tensor_by_name(request, decl.name))
-            out.append(_tensor(pb_utils, decl.name + DECODED_SUFFIX, decode_wire(codec, data, decl)))
+            out.append(_tensor(pb_utils, decl.name + DECODED_SUFFIX, decode_wire(codec, data, decl, self.max_batch)))
         return out
 
     def _network(self, request: Any, pb_utils: Any) -> list[Any]:

@@ -28,6 +28,7 @@ from aiflow_cli.errors import InputError
 from aiflow_cli.models.cache import cache_dir
 from aiflow_cli.models.wheels import fetch_wheel
 from aiflow_cli.serve.binding import is_loopback
+from aiflow_cli.serve.protocol import MAX_BATCH
 
 __all__ = ["PYTRITON", "triton_home", "runtime_repository", "triton_command", "serve_triton"]
 
@@ -65,7 +66,7 @@ def triton_home() -> Path:
     return home
 
 
-def runtime_repository(directory: Path, into: Path) -> tuple[Path, list[str]]:
+def runtime_repository(directory: Path, into: Path, max_batch: int = MAX_BATCH) -> tuple[Path, list[str]]:
     """A repository for this Triton build (network step on the Python backend); returns it and the
     cuts it leaves out (causal-LM pairs: embedded engine only)."""
     from aiflow_cli.export.opened import open_export
@@ -79,7 +80,7 @@ def runtime_repository(directory: Path, into: Path) -> tuple[Path, list[str]]:
             skipped.append(pair.cut)
             continue
         write_triton_pair(into, manifest.source_model.name, pair, network_backend="python",
-                          server_onnx=directory / pair.server.file, python_paths=python_paths())
+                          server_onnx=directory / pair.server.file, python_paths=python_paths(), max_batch=max_batch)
     if len(skipped) == len(manifest.pairs):
         raise InputError(f"{directory}: only causal-LM pairs, which Triton does not serve here",
                          "serve them with --engine embedded")
@@ -113,7 +114,7 @@ def serve_triton(settings, token: str | None) -> None:  # noqa: ANN001 - ServeSe
                          "bind 127.0.0.1, or use --engine embedded with --token-file")
     home = triton_home()
     with tempfile.TemporaryDirectory(prefix="aiflow-triton-") as tmp:
-        repository, skipped = runtime_repository(settings.directory, Path(tmp))
+        repository, skipped = runtime_repository(settings.directory, Path(tmp), settings.max_batch)
         if skipped:
             print(f"triton: left out causal-LM pairs at {', '.join(skipped)} (embedded engine only)", file=sys.stderr)
         cmd, env = triton_command(home, repository, settings.host, settings.port)

@@ -30,7 +30,7 @@ from aiflow_cli.errors import InputError
 from aiflow_cli.models.speculative import MAX_K, Sampling, verify_round
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import ExportedPair, SpeculativeInfo
-from aiflow_cli.serve.halves import (
+from aiflow_cli.serve.server.halves import (
     ServedModel,
     SessionCache,
     check_inputs,
@@ -55,7 +55,10 @@ def sampling_of(parameters: dict[str, Any]) -> tuple[Sampling, int]:
     """(the sampling settings, the seed) from request parameters."""
     sampling = Sampling(_number(parameters, "temperature", 0.0), _number(parameters, "top_p", 1.0),
                         _number(parameters, "top_k", 0, int))
-    return sampling, _number(parameters, "seed", 0, int)
+    seed = _number(parameters, "seed", 0, int)
+    if not 0 <= seed < 2**63:
+        raise InputError(f"parameter 'seed' must be in 0..2**63-1, got {seed}")
+    return sampling, seed
 
 
 class VerifierModel(ServedModel):
@@ -116,16 +119,18 @@ class VerifierModel(ServedModel):
         ids = self._ids(tensors)
         t0 = time.perf_counter()
         session = self.cache.get(sid, start)
-        self.cache.continue_at(session, sid, position)
-        if session.position + ids.size > self.info.max_positions:
-            raise InputError(f"{session.position + ids.size} positions exceed the target's context of "
-                             f"{self.info.max_positions}", "shorten the prompt or generate fewer tokens")
-        rng = np.random.default_rng([seed, session.position])
-        if "max_new_tokens" in parameters:
-            outputs = {"tokens": self._generate(session, ids, _number(parameters, "max_new_tokens", 1, int),
-                                                sampling, rng)}
-        else:
-            outputs = self._verify(session, tensors, ids, _number(parameters, "draft_count", 0, int), sampling, rng)
+        with session.lock:  # retries of one round arrive together: each crops back, then applies it once
+            self.cache.continue_at(session, sid, position)
+            if session.position + ids.size > self.info.max_positions:
+                raise InputError(f"{session.position + ids.size} positions exceed the target's context of "
+                                 f"{self.info.max_positions}", "shorten the prompt or generate fewer tokens")
+            rng = np.random.default_rng([seed, session.position])
+            if "max_new_tokens" in parameters:
+                outputs = {"tokens": self._generate(session, ids, _number(parameters, "max_new_tokens", 1, int),
+                                                    sampling, rng)}
+            else:
+                outputs = self._verify(session, tensors, ids, _number(parameters, "draft_count", 0, int), sampling,
+                                       rng)
         if parameters.get("sequence_end", False):
             self.cache.close(sid)
         return outputs, {"aiflow_server_ms": round((time.perf_counter() - t0) * 1e3, 4), "position": session.position}

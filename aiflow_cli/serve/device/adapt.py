@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 
 from aiflow_cli.errors import InputError
-from aiflow_cli.serve.device import DevicePair, RequestRecord, V2Client
+from aiflow_cli.serve.device.client import V2Client
+from aiflow_cli.serve.device.pairs import DevicePair, RequestRecord
 from aiflow_cli.split.cost import Link, predict
 
 __all__ = ["RateEstimator", "AdaptiveDevice", "probe_fixed_ms"]

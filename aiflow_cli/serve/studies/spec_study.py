@@ -35,25 +35,22 @@ from aiflow_cli.models.speculative import (
     speculate,
 )
 from aiflow_cli.schemas.spec_study import CostProbe, LinkBaseline, SpecStudy, StudyPoint
-from aiflow_cli.serve.bench import BenchLink, ServerProcess
-from aiflow_cli.serve.device import V2Client
-from aiflow_cli.serve.link import LinkShape, start_link_thread
+from aiflow_cli.serve.device.client import V2Client
+from aiflow_cli.serve.device.speculative import (
+    RemoteVerifier,
+    SpeculativeDevice,
+    server_only,
+)
+from aiflow_cli.serve.launch import ServerProcess, free_port
+from aiflow_cli.serve.link.proxy import LinkShape, start_link_thread
 from aiflow_cli.serve.protocol import InferRequest, encode_infer_response
-from aiflow_cli.serve.speculative import RemoteVerifier, SpeculativeDevice, server_only
+from aiflow_cli.serve.studies.bench import BenchLink
 
 __all__ = ["run_spec_study", "PREDICTION_LIMIT"]
 
 PREDICTION_LIMIT = 0.15
 COLOCATED_K_MAX = 8  # the co-located baseline at small k only: it has no link, its best k is small
 Progress = Callable[[str, int, int], None]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _decode_phase(rounds: Rounds) -> tuple[float, int, int]:
@@ -147,7 +144,7 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
         colocated[k] = ms / max(1, toks)
     del target_here
 
-    port = _free_port()
+    port = free_port()
     server = ServerProcess(Path(directory), port, cores=[cores[1]], threads=1)
     points: list[StudyPoint] = []
     baselines: list[LinkBaseline] = []

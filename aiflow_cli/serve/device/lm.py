@@ -22,7 +22,7 @@ from aiflow_cli.export.opened import served_name
 from aiflow_cli.models.speculative import empty_past
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import ExportedPair, Manifest
-from aiflow_cli.serve.device import V2Client
+from aiflow_cli.serve.device.client import V2Client
 from aiflow_cli.serve.wire import frame
 
 __all__ = ["Generation", "LMDevice"]

@@ -1,0 +1,1 @@
+"""An emulated link between device and server: a shaping TCP proxy (``proxy``)."""

@@ -1,0 +1,101 @@
+"""Every size a peer can send is bounded before anything is allocated: decompressed bytes by the
+tensor they claim to be, a framed shape by the declaration and the server's --max-batch, a request's
+JSON by its depth and its element count by the body that carries it."""
+
+from __future__ import annotations
+
+import json
+import resource
+import struct
+
+import numpy as np
+import pytest
+
+from aiflow_cli.codecs.base import ActivationCodec, EncodedTensor, bounded_unzstd
+from aiflow_cli.codecs.entropy import EntropyTables
+from aiflow_cli.errors import InputError
+from aiflow_cli.schemas.manifest import TensorDecl
+from aiflow_cli.serve.protocol import parse_infer_request
+from aiflow_cli.serve.server.halves import check_frame_shape, decode_wire
+from aiflow_cli.serve.wire import frame
+
+DECL = TensorDecl(name="h", shape=["batch", 80, 14, 14], dtype="int8")
+
+
+def _zstd_of_zeros(nbytes: int) -> bytes:
+    """A small frame that expands to ``nbytes`` (streamed: neither side holds the zeros at once)."""
+    import zstandard
+
+    chunk, out = bytes(2**20), []
+    compressor = zstandard.ZstdCompressor(level=1).compressobj()
+    for _ in range(nbytes // len(chunk)):
+        out.append(compressor.compress(chunk))
+    out.append(compressor.flush())
+    return b"".join(out)
+
+
+def test_a_zstd_bomb_is_refused_after_reading_only_what_its_tensor_declares():
+    bomb = _zstd_of_zeros(512 * 2**20)  # ~16 KB that expand to 512 MiB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match="more than the 15680 bytes"):
+        bounded_unzstd(bomb, 80 * 14 * 14)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB: far below 512 MiB
+    assert len(bomb) < 64 * 1024
+
+
+def test_a_zstd_frame_that_holds_exactly_its_tensor_still_decodes():
+    codec = ActivationCodec(zstd_level=3)
+    x = np.arange(2 * 80 * 14 * 14, dtype=np.int8).reshape(2, 80, 14, 14)
+    assert np.array_equal(codec.unpack(codec.pack(x)), x)
+
+
+def test_the_server_refuses_a_bomb_frame_with_a_400_not_an_allocation():
+    enc = EncodedTensor(_zstd_of_zeros(64 * 2**20), (1, 80, 14, 14), "int8")
+    with pytest.raises(InputError, match="do not decode"):
+        decode_wire(ActivationCodec(zstd_level=3), np.frombuffer(frame(enc), np.uint8), DECL)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((512, 80, 14, 14), "batch 512 is over this server's limit of 16"),
+    ((1, 81, 14, 14), "does not fit the declared"),
+    ((1, 80, 14), "does not fit the declared"),
+])
+def test_a_framed_shape_is_checked_against_the_declaration_and_max_batch(shape, message):
+    with pytest.raises(InputError, match=message):
+        check_frame_shape(shape, DECL)
+
+
+def test_max_batch_is_the_servers_to_raise():
+    check_frame_shape((64, 80, 14, 14), DECL, max_batch=64)
+    with pytest.raises(InputError, match="limit of 8"):
+        check_frame_shape((9, 80, 14, 14), DECL, max_batch=8)
+
+
+def test_a_huge_dynamic_dimension_is_refused_in_integers():
+    seq = TensorDecl(name="h", shape=["batch", "sequence", 576], dtype="float32")
+    with pytest.raises(InputError, match="over the limit"):
+        check_frame_shape((1, 2**32 - 1, 576), seq)
+
+
+def test_an_entropy_header_that_disagrees_with_its_frame_is_refused_before_allocating():
+    tables = EntropyTables([0], [np.array([0.5, 0.5])])
+    header = struct.pack("<4H", 65535, 65535, 65535, 65535)  # 2^64 symbols claimed in 8 bytes
+    with pytest.raises(ValueError, match="the frame"):
+        tables.decode(header + bytes(8), (1, 1, 1, 1))
+
+
+def _body(msg: object) -> bytes:
+    return json.dumps(msg).encode()
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"[" * 100_000 + b"]" * 100_000, "nests too deeply"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": ' + b"[" * 5000 + b"1" + b"]" * 5000
+     + b"}]}", "nests too deeply"),
+    (_body({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2**31 - 1] * 3, "data": [1]}]}), "can carry"),
+    (_body({"inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [[1], [2], [3]]}]}), "does not hold"),
+    (_body({"inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [1, 2]}]}), "does not hold"),
+])
+def test_a_request_header_is_bounded_in_depth_and_elements(body, message):
+    with pytest.raises(InputError, match=message):
+        parse_infer_request(body, None)
