@@ -2,7 +2,12 @@
 
 Every command that writes a folder (an export, a compressed model) checks first that it can
 (``check_output_dir``, before any long work) and then writes through ``staged_dir``: a crash,
-an error or Ctrl-C leaves nothing half-written behind.
+an error, Ctrl-C or a SIGTERM leaves nothing half-written behind.
+
+``stop_on_signals`` makes SIGINT and SIGTERM stop a command within ``STOP_SECONDS``: the signal
+raises ``KeyboardInterrupt`` (so every ``finally`` cleans up), and should the process be inside a
+long native call that does not return in time, a watchdog removes the open staging folders itself
+and ends the process.
 """
 
 from __future__ import annotations
@@ -16,7 +21,35 @@ from typing import Iterator
 
 from aiflow_cli.errors import OutputError
 
-__all__ = ["check_output_dir", "staged_dir", "replace_dir"]
+__all__ = ["check_output_dir", "staged_dir", "replace_dir", "stop_on_signals", "STOP_SECONDS"]
+
+STOP_SECONDS = 1.0  # after SIGINT / SIGTERM, the most a command keeps running
+_open: set[Path] = set()  # staging folders in use: what the watchdog removes
+
+
+def _remove_open() -> None:
+    for path in list(_open):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM: ``KeyboardInterrupt`` now, and at most ``STOP_SECONDS`` later the open
+    staging folders removed and the process ended (exit 128 + the signal's number)."""
+    import signal
+    import threading
+
+    def handler(signum: int, _frame: object) -> None:
+        def watchdog() -> None:
+            _remove_open()
+            os._exit(128 + signum)
+
+        timer = threading.Timer(STOP_SECONDS, watchdog)
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
 
 
 def check_output_dir(out_dir: Path, force: bool, option: str = "--export") -> None:
@@ -54,6 +87,7 @@ def staged_dir(out_dir: Path, force: bool, option: str = "--export") -> Iterator
     check_output_dir(out_dir, force, option)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    _open.add(tmp)
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -62,5 +96,6 @@ def staged_dir(out_dir: Path, force: bool, option: str = "--export") -> Iterator
             path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
         replace_dir(tmp, out_dir)
     finally:
+        _open.discard(tmp)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

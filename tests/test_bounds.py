@@ -99,3 +99,82 @@ def _body(msg: object) -> bytes:
 def test_a_request_header_is_bounded_in_depth_and_elements(body, message):
     with pytest.raises(InputError, match=message):
         parse_infer_request(body, None)
+
+
+BILLION_LAUGHS = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(8)]
+    + ["kind: device", "name: bomb"])
+
+
+def test_a_yaml_alias_bomb_is_refused_before_anything_walks_it(runner, tmp_path):
+    from aiflow_cli.cli.main import app
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS)
+    assert len(bomb.read_bytes()) < 1024
+    result = runner.invoke(app, ["profile", "zoo:efficientnet-lite0", "--target", str(bomb)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "aliases expand to more than 100,000" in lines[0], result.stderr
+
+
+def test_many_aliases_are_refused_even_when_each_is_small(tmp_path):
+    from aiflow_cli.errors import ConfigError
+    from aiflow_cli.schemas.hardware import load_hardware
+
+    path = tmp_path / "aliases.yaml"
+    path.write_text("a: &a 1\nlist: [" + ", ".join(["*a"] * 101) + "]\nkind: device\n")
+    with pytest.raises(ConfigError, match="more than 100 aliases"):
+        load_hardware(path)
+
+
+def test_a_large_yaml_file_is_refused_by_its_size(tmp_path):
+    from aiflow_cli.errors import ConfigError
+    from aiflow_cli.schemas.hardware import load_hardware
+
+    big = tmp_path / "big.yaml"
+    big.write_text("kind: device\n" + "# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match="too large"):
+        load_hardware(big)
+
+
+@pytest.mark.parametrize("stage, field", [
+    ("{kind: distill, steps: 1e30}", "steps"),
+    ("{kind: evaluate, latency_repeats: 1000000000000}", "latency_repeats"),
+    ("{kind: quantize, method: static, calibration_samples: 1000000000000}", "calibration_samples"),
+    ("{kind: distill, steps: 10, learning_rate: 1e308}", "learning_rate"),
+    ("{kind: distill, steps: 10, temperature: 1e308}", "temperature"),
+    ("{kind: quantize, method: int4, block_size: 1099511627776}", "block_size"),
+    ("{kind: quantize, method: int4, block_size: 48}", "block_size"),
+])
+def test_every_recipe_number_has_an_upper_bound(tmp_path, stage, field):
+    from aiflow_cli.errors import ConfigError
+    from aiflow_cli.schemas.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: r\nstages:\n  - {stage}\n")
+    with pytest.raises(ConfigError, match=field):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("text, loader", [
+    ("schema_version: aiflow.recipe/99\nname: r\nstages:\n  - {kind: evaluate}\n", "recipe"),
+    ("schema_version: aiflow.hardware/9\nkind: link\nname: l\nrate_bytes_per_s: 1\nrtt_ms: 1\nsource: s\n", "hardware"),
+])
+def test_an_unknown_schema_version_is_refused_naming_the_one_this_aiflow_reads(tmp_path, text, loader):
+    from aiflow_cli.errors import ConfigError
+    from aiflow_cli.schemas.hardware import load_hardware
+    from aiflow_cli.schemas.recipe import load_recipe
+
+    path = tmp_path / "f.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="is not one this aiflow reads"):
+        (load_recipe if loader == "recipe" else load_hardware)(path)
+
+
+def test_a_file_with_the_current_schema_version_loads(tmp_path):
+    from aiflow_cli.schemas.hardware import load_hardware
+
+    path = tmp_path / "l.yaml"
+    path.write_text("schema_version: aiflow.hardware/1\nkind: link\nname: l\nrate_bytes_per_s: 1\nrtt_ms: 1\nsource: s\n")
+    assert load_hardware(path).name == "l"

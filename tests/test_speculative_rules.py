@@ -173,7 +173,7 @@ def test_k_out_of_range_is_refused(k):
 
 @pytest.mark.parametrize("text, fragment", [("0", "out of range"), ("65", "out of range"), ("four", "whole number")])
 def test_the_k_option_names_what_is_wrong(text, fragment):
-    from aiflow_cli.jobs.generate import parse_k
+    from aiflow_cli.api.generate import parse_k
 
     with pytest.raises(InputError, match=fragment):
         parse_k(text)

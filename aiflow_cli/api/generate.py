@@ -64,6 +64,11 @@ class GenerateSettings(Settings):
     def _prompts(cls, value: list[str]) -> list[str]:
         if not value:
             raise InputError("no prompt given", "pass --prompt TEXT (repeatable)")
+        for i, text in enumerate(value):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # bytes the terminal could not decode arrive as lone surrogates
+                raise InputError(f"--prompt {i + 1}: not valid UTF-8 text", "pass the prompt as UTF-8") from None
         return value
 
     @property

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Optional, Un
 from pydantic import Field, field_validator, model_validator
 
 from aiflow_cli.errors import InputError
+from aiflow_cli.serve.device.client import RETRY_SECONDS
 from aiflow_cli.serve.launch import ServeSettings
 from aiflow_cli.settings import Settings, split_list
 
@@ -61,10 +62,8 @@ def run_link(settings: LinkSettings, started: Callable[[Any], None] | None = Non
     down = LinkShape(parse_rate(s.rate), parse_ms(s.delay))
     up = LinkShape(parse_rate(s.up_rate or s.rate), parse_ms(s.delay), read_trace(s.trace) if s.trace else [])
     proxy = LinkProxy(("127.0.0.1", s.listen), (host, int(port)), up, down)
-    if started is not None:
-        started(proxy)
     try:
-        proxy.run()
+        proxy.run(on_start=None if started is None else lambda: started(proxy))
     except KeyboardInterrupt:
         pass
 
@@ -75,6 +74,9 @@ class DeviceSettings(Settings):
     cut: Optional[str] = Field(None, description="Which exported pair (default: the first).")
     data: Optional[Path] = Field(None, description="Labelled image folder (default: the shared test split).")
     count: int = Field(20, ge=1, le=1_000_000, description="Requests to send.")
+    retry_seconds: float = Field(RETRY_SECONDS, ge=0, le=600, description="How long a request keeps retrying a "
+                                                                        "connection failure or a 5xx (long enough for "
+                                                                        "a server restart).")
     token_file: Optional[Path] = Field(None, description="A file holding the server's bearer token.")
 
 
@@ -84,6 +86,20 @@ class DeviceRun:
     cut: str
     inputs: str
     records: list[Any]
+
+    @property
+    def failed(self) -> list[Any]:
+        return [r for r in self.records if r.status == "failed"]
+
+    def failure_summary(self) -> str:
+        """'3 of 200 requests failed: <reason> (x2); <reason> (x1)' (empty when none did)."""
+        reasons: dict[str, int] = {}
+        for r in self.failed:
+            reasons[r.error or "no reason given"] = reasons.get(r.error or "no reason given", 0) + 1
+        if not reasons:
+            return ""
+        return f"{len(self.failed)} of {len(self.records)} requests failed: " + "; ".join(
+            f"{why[:160]} (x{n})" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
 
     def as_dict(self, directory: Path) -> dict[str, Any]:
         return {"export": str(directory), "cut": self.cut, "inputs": self.inputs,
@@ -105,7 +121,7 @@ def run_device(settings: DeviceSettings, progress: Progress | None = None) -> De
     if pair is None:
         raise InputError(f"no pair at cut '{s.cut}' in {s.directory}", "exported cuts: " + ", ".join(pairs))
     inputs, labels, source = bench_inputs(s.count, s.data)
-    client = V2Client(s.server, read_token(s.token_file) if s.token_file else None)
+    client = V2Client(s.server, read_token(s.token_file) if s.token_file else None, retry_seconds=s.retry_seconds)
     records = []
     try:
         for i in range(s.count):

@@ -22,6 +22,8 @@ class OneLineUsageErrors(TyperGroup):
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except Exception as exc:  # Typer keeps Click private: recognise its usage errors by their API
+            if type(exc).__name__ == "Abort":  # Click's wrapper of KeyboardInterrupt (SIGINT, SIGTERM)
+                raise KeyboardInterrupt from None
             if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
                 raise
             if not standalone_mode:
@@ -70,4 +72,11 @@ app.add_typer(serve_pair.app, name="serve-pair")
 
 
 def run() -> None:
-    app()
+    from aiflow_cli.staging import stop_on_signals
+
+    stop_on_signals()
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("stopped", highlight=False)
+        sys.exit(130)

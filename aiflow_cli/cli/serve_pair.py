@@ -105,11 +105,15 @@ def device_cmd(
     cut: Annotated[Optional[str], opt(E, "cut")] = ED.cut,
     data: Annotated[Optional[Path], opt(E, "data")] = ED.data,
     count: Annotated[int, opt(E, "count")] = ED.count,
+    retry_seconds: Annotated[float, opt(E, "retry_seconds")] = ED.retry_seconds,
     token_file: Annotated[Optional[Path], opt(E, "token_file")] = ED.token_file,
     out: OutFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run DIR's device half on inputs and the server half over the link; time every part of each request."""
+    """Run DIR's device half on inputs and the server half over the link; time every part of each request.
+
+    Exits 4 when any request failed (after retrying for --retry-seconds), with a line giving the reasons.
+    """
     import json
 
     from aiflow_cli.api.serve import run_device
@@ -117,9 +121,11 @@ def device_cmd(
     settings = E.from_options(locals())
     with progress_bar(not as_json) as progress:
         run = run_device(settings, progress)
-    if emit(json.dumps(run.as_dict(directory), indent=1), out, as_json):
-        return
-    _render_device(run, server)
+    if not emit(json.dumps(run.as_dict(directory), indent=1), out, as_json):
+        _render_device(run, server)
+    if run.failed:
+        err_console.print(f"[bold red]error:[/] {run.failure_summary()}", highlight=False, soft_wrap=True)
+        raise typer.Exit(4)
 
 
 def _render_device(run, server: str) -> None:  # noqa: ANN001 - DeviceRun
@@ -128,7 +134,8 @@ def _render_device(run, server: str) -> None:  # noqa: ANN001 - DeviceRun
     for col in ("#", "status", "device", "encode", "bytes", "network", "server", "total ms", "top-1", "label"):
         table.add_column(col, justify="right")
     for r in records:
-        table.add_row(str(r.index), r.status, f"{r.device_ms:.1f}", f"{r.encode_ms:.1f}", fmt_bytes(r.codec_bytes),
+        status = r.status if r.status != "failed" else f"failed: {(r.error or 'no reason given')[:60]}"
+        table.add_row(str(r.index), status, f"{r.device_ms:.1f}", f"{r.encode_ms:.1f}", fmt_bytes(r.codec_bytes),
                       f"{r.transfer_ms:.1f}", f"{r.server_ms:.1f}", f"{r.total_ms:.1f}", str(r.prediction), str(r.label))
     show(table)
     ok = [r for r in records if r.prediction is not None and r.label is not None]

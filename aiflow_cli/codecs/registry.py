@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiflow_cli.codecs.base import ActivationCodec, CodecSpec
 from aiflow_cli.codecs.simple import Fp16Codec, Int8Codec
-from aiflow_cli.errors import InputError
+from aiflow_cli.errors import ConfigError, InputError
 from aiflow_cli.schemas.manifest import ExportedPair
 
 __all__ = ["CODEC_NAMES", "make_codec", "codec_from_spec", "codec_of", "crossing_codecs"]
@@ -41,8 +41,13 @@ def codec_from_spec(spec: CodecSpec) -> ActivationCodec:
 
 
 def codec_of(pair: ExportedPair) -> ActivationCodec:
-    """The codec a manifest declares for a pair's first crossing tensor (a learned codec's tables included)."""
-    return codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))
+    """The codec a manifest declares for a pair's first crossing tensor (a learned codec's tables
+    included); parameters that do not make a codec are a ``ConfigError`` naming the pair."""
+    try:
+        return codec_from_spec(CodecSpec(pair.codec.name, pair.codec.params))
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+        raise ConfigError(f"manifest.json: pair '{pair.cut}': codec '{pair.codec.name}' parameters do not make a "
+                          f"codec ({str(exc)[:120] or exc.__class__.__name__})", "re-export the pair") from None
 
 
 def crossing_codecs(pair: ExportedPair) -> list[ActivationCodec]:

@@ -135,6 +135,8 @@ class Int8Codec(ActivationCodec):
     @classmethod
     def from_params(cls, per_channel: bool, params: dict[str, Any]) -> "Int8Codec":
         codec = cls(per_channel, params.get("zstd_level"))
-        codec.set_params(torch.tensor(params["scale"]), torch.tensor(params["zero_point"], dtype=torch.float32),
-                         params["axis"], params["ndim"])
+        scale = torch.tensor(params["scale"], dtype=torch.float32)
+        if scale.numel() == 0 or not bool(torch.isfinite(scale).all()) or not bool((scale > 0).all()):
+            raise ValueError("every scale must be a finite number above 0")
+        codec.set_params(scale, torch.tensor(params["zero_point"], dtype=torch.float32), params["axis"], params["ndim"])
         return codec

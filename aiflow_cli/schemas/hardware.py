@@ -13,7 +13,7 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aiflow_cli.errors import ConfigError
-from aiflow_cli.schemas.loading import read_mapping, validate_file
+from aiflow_cli.schemas.loading import check_schema_version, read_mapping, validate_file
 
 __all__ = ["RUNTIMES", "RuntimeName", "RuntimeOverhead", "ComputeProfile", "LinkProfile", "HardwareProfile", "load_hardware", "load_compute", "load_link"]
 
@@ -99,9 +99,14 @@ HardwareProfile = Union[ComputeProfile, LinkProfile]
 _BY_KIND: dict[str, type[BaseModel]] = {"device": ComputeProfile, "server": ComputeProfile, "link": LinkProfile}
 
 
+HARDWARE_SCHEMA_VERSION = "aiflow.hardware/1"
+
+
 def load_hardware(path: Path) -> HardwareProfile:
     path = Path(path)
     data = read_mapping(path)
+    check_schema_version(path, data, HARDWARE_SCHEMA_VERSION, required=False, hint="see profiles/README.md")
+    data = {k: v for k, v in data.items() if k != "schema_version"}
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in _BY_KIND:
         raise ConfigError(f"{path}: field 'kind' must be device, server or link, got {str(kind)[:40]!r}",

@@ -2,7 +2,10 @@
 
 Every failure becomes one clear line naming the file (and the field): missing, a directory,
 unreadable, not UTF-8, too large, malformed, wrong top-level type, wrong or missing field, a
-number that is not finite. YAML is data, never code: ``yaml.safe_load`` only.
+number that is not finite, an unknown ``schema_version``. YAML is data, never code: a safe loader
+only, and a bounded one: a YAML file is at most ``MAX_YAML_BYTES``, and at most ``MAX_ALIASES``
+aliases are followed (a kilobyte of nested aliases can otherwise stand for billions of nodes that
+every later walk pays for).
 """
 
 from __future__ import annotations
@@ -17,11 +20,61 @@ from pydantic import BaseModel, ValidationError
 
 from aiflow_cli.errors import ConfigError
 
-__all__ = ["MAX_FILE_BYTES", "read_bytes", "read_text", "read_mapping", "validate_file", "describe_validation_error",
-           "check_finite"]
+__all__ = ["MAX_FILE_BYTES", "MAX_YAML_BYTES", "MAX_ALIASES", "read_bytes", "read_text", "read_mapping",
+           "validate_file", "describe_validation_error", "check_finite", "check_schema_version", "safe_yaml"]
 
 M = TypeVar("M", bound=BaseModel)
 MAX_FILE_BYTES = 64 * 2**20  # a manifest with entropy tables is ~1 MB; a profile ~20 KB
+MAX_YAML_BYTES = 2**20  # recipes and hardware profiles are a few KB
+MAX_ALIASES = 100  # YAML aliases followed in one document
+MAX_NODES = 100_000  # values a YAML document may stand for once its aliases are expanded
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes ``root`` stands for with every alias expanded, counted on the composed graph
+    (each shared node once, with a memo) and without recursion."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else (
+            list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), MAX_NODES + 1)
+        else:
+            stack.append((node, True))
+            stack += [(c, False) for c in children if id(c) not in sizes]
+    return sizes[id(root)]
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that stops after ``MAX_ALIASES`` aliases, and before constructing a
+    document that would expand to more than ``MAX_NODES`` values."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases")
+        return super().compose_node(parent, index)
+
+    def construct_document(self, node: Any) -> Any:
+        if _expanded_size(node) > MAX_NODES:
+            raise yaml.YAMLError(f"its aliases expand to more than {MAX_NODES:,} values")
+        return super().construct_document(node)
+
+
+def safe_yaml(text: str) -> Any:
+    """Parse YAML as data, following at most ``MAX_ALIASES`` aliases (a ``yaml.YAMLError`` past that)."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def read_bytes(path: Path, what: str = "file", max_bytes: int = MAX_FILE_BYTES) -> bytes:
@@ -56,14 +109,15 @@ def read_mapping(path: Path, what: str = "file") -> dict:
     """Parse a YAML or JSON file that must hold a mapping at the top level."""
     path = Path(path)
     is_json = path.suffix == ".json"
-    text = read_text(path, what)
+    text = read_text(path, what, MAX_FILE_BYTES if is_json else MAX_YAML_BYTES)
     try:
-        data = json.loads(text) if is_json else yaml.safe_load(text)
+        data = json.loads(text) if is_json else safe_yaml(text)
     except (yaml.YAMLError, json.JSONDecodeError, RecursionError) as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else (
             f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "")
-        raise ConfigError(f"{path}: malformed {'JSON' if is_json else 'YAML'}{line}", "fix the syntax") from None
+        why = f": {exc}" if isinstance(exc, yaml.YAMLError) and "alias" in str(exc) else ""
+        raise ConfigError(f"{path}: malformed {'JSON' if is_json else 'YAML'}{line}{why}", "fix the syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {_kind(data)}",
                           f"a {what} is a mapping of field: value")
@@ -76,16 +130,30 @@ def _kind(value: Any) -> str:
 
 
 def check_finite(data: Any, path: Path, where: str = "") -> None:
-    """Refuse NaN and infinity anywhere in parsed data (YAML reads `.inf` and `.nan` as floats)."""
-    if isinstance(data, float) and not math.isfinite(data):
-        raise ConfigError(f"{path}: field '{where or '(top level)'}': {data} is not a finite number",
-                          "give a finite number")
-    if isinstance(data, dict):
-        for k, v in data.items():
-            check_finite(v, path, f"{where}.{k}" if where else str(k))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            check_finite(v, path, f"{where}.{i}" if where else str(i))
+    """Refuse NaN and infinity anywhere in parsed data (YAML reads `.inf` and `.nan` as floats).
+    Walked with a stack, so a deeply nested file cannot overflow Python's."""
+    stack = [(data, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{path}: field '{at or '(top level)'}': {item} is not a finite number",
+                              "give a finite number")
+        if isinstance(item, dict):
+            stack += [(v, f"{at}.{k}" if at else str(k)) for k, v in item.items()]
+        elif isinstance(item, list):
+            stack += [(v, f"{at}.{i}" if at else str(i)) for i, v in enumerate(item)]
+
+
+def check_schema_version(path: Path, data: dict, reads: str, required: bool = True,
+                         hint: str = "write it with this version of aiflow") -> None:
+    """Refuse a file whose ``schema_version`` this aiflow does not read, naming the one it does
+    (``required=False``: a file written by hand may leave it out)."""
+    version = data.get("schema_version")
+    if version is None and not required:
+        return
+    if version != reads:
+        raise ConfigError(f"{path}: field 'schema_version': {str(version)[:40]!r} is not one this aiflow reads "
+                          f"({reads!r})", hint)
 
 
 def describe_validation_error(path: Path | str, exc: ValidationError) -> str:

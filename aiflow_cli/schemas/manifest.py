@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from aiflow_cli.errors import ConfigError
 from aiflow_cli.schemas.base import Strict
-from aiflow_cli.schemas.loading import read_mapping
+from aiflow_cli.schemas.loading import check_schema_version, read_mapping
 
 __all__ = ["MANIFEST_SCHEMA_VERSION", "TensorDecl", "Artifact", "CodecInfo", "Verification", "ExitDecl", "ExportedPair",
            "SourceModel", "PairCost", "SpeculativeInfo", "Manifest", "SCHEMA_FILE", "load_manifest", "manifest_json_schema"]
@@ -132,6 +132,15 @@ class Manifest(Strict):
     plan_table: list[dict[str, Any]] = Field(default_factory=list)
     speculative: SpeculativeInfo | None = Field(default=None, description="set for a draft/target export")
 
+    @model_validator(mode="after")
+    def _pairs_are_distinct(self) -> "Manifest":
+        for field in ("cut", "directory"):
+            values = [getattr(p, field) for p in self.pairs]
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise ValueError(f"pairs: {field} '{twice[0]}' is listed more than once")
+        return self
+
 
 def manifest_json_schema() -> dict[str, Any]:
     return Manifest.model_json_schema()
@@ -145,10 +154,7 @@ def load_manifest(directory: Path) -> Manifest:
     if not Path(directory).is_dir():
         raise ConfigError(f"{directory}: not a directory", "pass a folder written by aiflow split --export")
     data = read_mapping(path, "manifest")
-    version = data.get("schema_version")
-    if version != MANIFEST_SCHEMA_VERSION:
-        raise ConfigError(f"{path}: field 'schema_version': {str(version)[:40]!r} is not {MANIFEST_SCHEMA_VERSION!r}",
-                          "re-export with this version of aiflow split --export")
+    check_schema_version(path, data, MANIFEST_SCHEMA_VERSION, hint="re-export with this version of aiflow split --export")
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
     if error is not None:

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from aiflow_cli.errors import ConfigError
 from aiflow_cli.schemas.base import Strict
-from aiflow_cli.schemas.loading import read_mapping, validate_file
+from aiflow_cli.schemas.loading import check_schema_version, read_mapping, validate_file
 
 __all__ = [
     "SCHEMA_VERSION", "KernelCounts", "Latency", "ModelInfo", "HostInfo", "Settings", "SegmentProfile",
@@ -25,8 +25,8 @@ SCHEMA_VERSION = "aiflow.profile/3"
 
 
 class Latency(Strict):
-    median: float
-    p90: float
+    median: float = Field(ge=0)
+    p90: float = Field(ge=0)
     stable: bool = Field(description="false when p90 is far above the median (see Stability)")
 
 
@@ -207,10 +207,7 @@ class ProfileReport(Strict):
 
 def load_profile(path: Path) -> ProfileReport:
     data = read_mapping(Path(path), "profile")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ConfigError(f"{path}: field 'schema_version': {version!r} is not {SCHEMA_VERSION!r}",
-                          "re-run aiflow profile MODEL --out FILE with this version")
+    check_schema_version(Path(path), data, SCHEMA_VERSION, hint="re-run aiflow profile MODEL --out FILE with this version")
     report = validate_file(Path(path), ProfileReport, data, hint="re-run aiflow profile MODEL --out FILE")
     if len(report.segments) != len(report.cuts) + 1:
         raise ConfigError(f"{path}: {len(report.cuts)} cuts but {len(report.segments)} segments",

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from aiflow_cli.errors import ConfigError
 from aiflow_cli.schemas.loading import (
     check_finite,
+    check_schema_version,
     describe_validation_error,
     read_mapping,
 )
@@ -55,7 +56,7 @@ class PruneChannels(_Stage):
     method: Literal["channels"]
     sparsity: float = Field(ge=0, lt=1, description="fraction of channels removed in each prunable layer")
     importance: Literal["magnitude"] = "magnitude"
-    round_to: int = Field(default=8, ge=1, description="keep channel counts multiples of this")
+    round_to: int = Field(default=8, ge=1, le=1024, description="keep channel counts multiples of this")
 
 
 class PruneDepth(_Stage):
@@ -64,8 +65,8 @@ class PruneDepth(_Stage):
     kind: Literal["prune"]
     method: Literal["depth"]
     keep_fraction: float = Field(gt=0, le=1)
-    calibration_samples: int = Field(default=32, ge=1)
-    calibration_tokens: int = Field(default=128, ge=8)
+    calibration_samples: int = Field(default=32, ge=1, le=10_000)
+    calibration_tokens: int = Field(default=128, ge=8, le=8192)
 
 
 class QuantizeDynamic(_Stage):
@@ -82,7 +83,7 @@ class QuantizeStatic(_Stage):
 
     kind: Literal["quantize"]
     method: Literal["static"]
-    calibration_samples: int = Field(default=64, ge=1)
+    calibration_samples: int = Field(default=64, ge=1, le=10_000)
     per_channel: bool = True
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
 
@@ -98,7 +99,8 @@ class QuantizeInt4(_Stage):
     kind: Literal["quantize"]
     method: Literal["int4"]
     algorithm: Literal["rtn", "hqq"] = "rtn"
-    block_size: int = Field(default=32, ge=16)
+    block_size: Literal[16, 32, 64, 128, 256, 512, 1024, 2048, 4096] = Field(
+        default=32, description="weights per quantisation block: a power of two, 16 to 4096 (MatMulNBits)")
     symmetric: bool = True
     accuracy_level: int = Field(default=4, ge=0, le=4)
 
@@ -107,13 +109,13 @@ class Distill(_Stage):
     """Knowledge distillation: teacher = the model before compression, student = the compressed one."""
 
     kind: Literal["distill"]
-    steps: int = Field(ge=1)
-    batch_size: int = Field(default=8, ge=1)
-    learning_rate: float = Field(default=1e-4, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    temperature: float = Field(default=2.0, gt=0)
-    hidden_mse_weight: float = Field(default=0.0, ge=0, description="weight of hidden-state MSE on mapped layers")
-    seq_len: int = Field(default=128, ge=8, description="text: tokens per training sequence")
+    steps: int = Field(ge=1, le=1_000_000)
+    batch_size: int = Field(default=8, ge=1, le=1024)
+    learning_rate: float = Field(default=1e-4, gt=0, le=1.0)
+    weight_decay: float = Field(default=0.01, ge=0, le=1.0)
+    temperature: float = Field(default=2.0, gt=0, le=100.0)
+    hidden_mse_weight: float = Field(default=0.0, ge=0, le=1e6, description="weight of hidden-state MSE on mapped layers")
+    seq_len: int = Field(default=128, ge=8, le=8192, description="text: tokens per training sequence")
     data: str | None = Field(default=None, description="image folder or text file; default: the training split")
 
 
@@ -121,8 +123,8 @@ class Evaluate(_Stage):
     """Measure size, parameters, onnxruntime latency and the task metric."""
 
     kind: Literal["evaluate"]
-    latency_repeats: int = Field(default=20, ge=1)
-    eval_samples: int | None = Field(default=None, ge=1, description="images / sentences / tokens to evaluate on")
+    latency_repeats: int = Field(default=20, ge=1, le=10_000)
+    eval_samples: int | None = Field(default=None, ge=1, le=1_000_000, description="images / sentences / tokens to evaluate on")
 
 
 Stage = Union[PruneMagnitude, PruneChannels, PruneDepth, QuantizeDynamic, QuantizeStatic, QuantizeInt4, Distill,
@@ -155,6 +157,7 @@ def load_recipe(path: Path) -> Recipe:
     path = Path(path)
     data = read_mapping(path, "recipe")
     check_finite(data, path)
+    check_schema_version(path, data, RECIPE_SCHEMA_VERSION, required=False, hint="see recipes/README.md")
     unknown = set(data) - set(Recipe.model_fields)
     if unknown:
         raise ConfigError(f"{path}: unknown field '{sorted(map(str, unknown))[0]}'",

@@ -49,9 +49,13 @@ class ServeSettings(Settings):
 def parse_cores(value: object) -> list[int] | None:
     """``--cores 0,1`` (or a list) as core numbers; None or empty: no pinning."""
     try:
-        return [int(c) for c in split_list(value)] or None if value else None
+        cores = [int(c) for c in split_list(value)] if value else []
     except (TypeError, ValueError):
         raise InputError(f"--cores: cannot read '{value}'", "for example --cores 1 or --cores 0,1") from None
+    count = os.cpu_count() or 1
+    if any(not 0 <= c < count for c in cores):
+        raise InputError(f"--cores {value}: this machine has cores 0 to {count - 1}", "for example --cores 1")
+    return cores or None
 
 
 def pin_to_cores(cores: list[int] | None) -> None:

@@ -107,6 +107,9 @@ def side_latencies(path: Path, model: SegmentedModel, host: Callable[[], Profile
             name=f"{where} ({report.settings.runtime})", kind=kind, source="measured", file=str(path),
             runtime=runtime_name))
     hw = load_compute(path)
+    if hw.kind != kind:
+        raise ConfigError(f"{path}: is a {hw.kind} profile, passed as --{kind}",
+                          f"pass a file from profiles/{kind}s as --{kind}")
     hw.runtime(runtime)  # an undeclared runtime fails before anything is measured
     cost, runtime_name, assumed = _projected_cost(host(), hw, runtime)
     return SideLatency(cost, NodeInfo(name=hw.name, kind=kind, source="projected", file=str(path), runtime=runtime_name,

@@ -14,22 +14,29 @@ import numpy as np
 from aiflow_cli.errors import PeerError, SessionLostError
 from aiflow_cli.serve.protocol import V2_OF
 
-__all__ = ["V2Client", "RETRYABLE_STATUS"]
+__all__ = ["V2Client", "RETRYABLE_STATUS", "RETRY_SECONDS"]
 
 RETRYABLE_STATUS = {"500", "502", "503", "504"}
+RETRY_SECONDS = 10.0  # how long a request keeps retrying: longer than a server takes to restart
+MAX_BACKOFF_S = 1.0
 
 
 class V2Client:
     """tritonclient.http with aiflow's retry policy, the bearer token and request ids."""
 
-    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0, retries: int = 4,
-                 backoff_s: float = 0.05) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0, retries: int = 1000,
+                 backoff_s: float = 0.05, retry_seconds: float = RETRY_SECONDS) -> None:
+        """Retries (connection failures, 5xx) stop at ``retries`` extra attempts or once
+        ``retry_seconds`` have passed since the first, whichever comes first; the wait between
+        attempts doubles from ``backoff_s`` up to ``MAX_BACKOFF_S``. The default window outlasts a
+        server restart."""
         import tritonclient.http as httpclient
 
         self.url = url.removeprefix("http://")
         self.httpclient = httpclient
         self.headers = {"Authorization": f"Bearer {token}"} if token else None
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.retry_seconds = retry_seconds
         self.client = self._connect()
 
     def _connect(self):  # noqa: ANN202 - tritonclient type
@@ -76,6 +83,7 @@ class V2Client:
         inputs = self._inputs(tensors)
         wanted = [self.httpclient.InferRequestedOutput(n, binary_data=True) for n in outputs]
         error, code = None, None
+        deadline = time.monotonic() + self.retry_seconds
         for attempt in range(1, self.retries + 2):
             try:
                 result = self.client.infer(model, inputs, outputs=wanted, request_id=request_id, headers=self.headers,
@@ -90,8 +98,10 @@ class V2Client:
             except Exception as exc:  # noqa: BLE001 - connection refused / reset / timeout from the HTTP stack
                 error, code = f"{exc.__class__.__name__}: {exc}"[:200], None
                 self.client = self._connect()
-            if attempt <= self.retries:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            wait = min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+            if attempt > self.retries or time.monotonic() + wait > deadline:
+                return None, attempt, error, code
+            time.sleep(wait)
         return None, self.retries + 1, error, code
 
     def compute_ms(self, models: list[str]) -> float:

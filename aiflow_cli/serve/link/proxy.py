@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from aiflow_cli.errors import ConfigError, InputError
 
@@ -124,7 +125,11 @@ class LinkProxy:
         now = time.monotonic()
         self.up.restart(now)
         self.down.restart(now)
-        self.server = await asyncio.start_server(self._connection, self.listen[0], self.listen[1])
+        try:
+            self.server = await asyncio.start_server(self._connection, self.listen[0], self.listen[1])
+        except OSError as exc:
+            raise InputError(f"cannot listen on {self.listen[0]}:{self.listen[1]} ({exc.strerror or exc})",
+                             "choose a free port with --listen") from None
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _connection(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -166,16 +171,18 @@ class LinkProxy:
 
         await asyncio.gather(pump(), deliver())
 
-    def run(self) -> None:
-        """Serve until interrupted, on a loop of its own (:func:`link_loop`)."""
+    def run(self, on_start: Callable[[], None] | None = None) -> None:
+        """Serve until interrupted, on a loop of its own (:func:`link_loop`); ``on_start`` once listening."""
         loop = link_loop()
         try:
-            loop.run_until_complete(self.serve_forever())
+            loop.run_until_complete(self.serve_forever(on_start))
         finally:
             loop.close()
 
-    async def serve_forever(self) -> None:
+    async def serve_forever(self, on_start: Callable[[], None] | None = None) -> None:
         await self.start()
+        if on_start is not None:
+            on_start()
         if self.server is None:
             raise RuntimeError("the proxy did not start")
         async with self.server:
