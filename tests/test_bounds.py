@@ -178,3 +178,43 @@ def test_a_file_with_the_current_schema_version_loads(tmp_path):
     path = tmp_path / "l.yaml"
     path.write_text("schema_version: aiflow.hardware/1\nkind: link\nname: l\nrate_bytes_per_s: 1\nrtt_ms: 1\nsource: s\n")
     assert load_hardware(path).name == "l"
+
+
+def test_a_profile_with_a_negative_latency_is_refused(tmp_path, host_profile_file):
+    from aiflow_cli.errors import ConfigError
+    from aiflow_cli.schemas.profile import load_profile
+
+    data = json.loads(host_profile_file.read_text())
+    data["segments"][0]["latency_ms"]["median"] = -1.0
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="latency_ms.median"):
+        load_profile(bad)
+
+
+def test_a_server_profile_passed_as_the_device_is_refused(runner):
+    from aiflow_cli.cli.main import app
+    from conftest import PROFILES
+
+    server = PROFILES / "servers" / "a100-edge.yaml"
+    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--device", str(server), "--server", str(server),
+                                 "--bandwidth", "1MB/s"])
+    assert result.exit_code == 2 and "is a server profile, passed as --device" in result.stderr, result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["serve-pair", "link", "--to", "127.0.0.1:8000", "--listen", "70000"], "--listen must be at most 65535"),
+    (["serve-pair", "link", "--to", "127.0.0.1:8000", "--listen", "-1"], "--listen must be 0 or more"),
+    (["serve-pair", "link", "--to", "127.0.0.1:99999"], "port in 1-65535"),
+    (["serve-pair", "server", ".", "--cores", "-1"], "--cores -1: this machine has cores"),
+    (["serve-pair", "server", ".", "--port", "0"], "--port must be at least 1"),
+    (["serve-pair", "server", ".", "--max-batch", "0"], "--max-batch must be at least 1"),
+    (["serve-pair", "generate", ".", "--server", "127.0.0.1:1", "--prompt", "a\udcff"], "not valid UTF-8"),
+    (["split", "bottleneck", "zoo:efficientnet-lite0", "--cut", "block12", "--epochs", "0"], "--epochs must be at least 1"),
+])
+def test_bad_options_are_refused_in_one_line_before_any_work(runner, args, message):
+    from aiflow_cli.cli.main import app
+
+    result = runner.invoke(app, args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output

@@ -315,3 +315,109 @@ def test_a_rate_trace_is_read_with_units_and_refused_with_the_line_named(tmp_pat
     bad.write_text("0,2MB/s\n3,fast\n")
     with pytest.raises(ConfigError, match="line 2"):
         read_trace(bad)
+
+
+# -- generated requests: whatever arrives, a 2xx or a 4xx, bounded memory, and the server goes on -----
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _zstd_zeros(nbytes: int) -> bytes:
+    import zstandard
+
+    compressor, chunk = zstandard.ZstdCompressor(level=1).compressobj(), bytes(2**20)
+    return b"".join([compressor.compress(chunk) for _ in range(nbytes // len(chunk))] + [compressor.flush()])
+
+
+@pytest.fixture(scope="module")
+def embedded(export):
+    from aiflow_cli.serve.launch import ServerProcess
+
+    proc = ServerProcess(export, _free_port())
+    proc.wait_ready()
+    yield proc
+    proc.stop()
+
+
+def _requests():
+    from hypothesis import strategies as st
+
+    from aiflow_cli.codecs.base import EncodedTensor
+    from aiflow_cli.serve.wire import frame
+
+    leaves = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=6)
+    anything = st.recursive(leaves, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c,
+                                                                                          max_size=4), max_leaves=24)
+    datatypes = st.sampled_from(["UINT8", "INT8", "INT32", "INT64", "FP16", "FP32", "FP64", "BOOL", "BYTES", 7, None])
+    shapes = st.lists(st.sampled_from([0, 1, 2, 3, 16, 512, 2**31 - 1, 2**40, -1]), max_size=5)
+    bombs = [_zstd_zeros(n) for n in (2**20, 64 * 2**20, 256 * 2**20)]
+
+    @st.composite
+    def request(draw):  # noqa: ANN001, ANN202
+        kind = draw(st.sampled_from(["json", "v2", "frame", "zstd"]))
+        if kind == "json":
+            return json.dumps(draw(anything)).encode(), {}
+        if kind == "v2":
+            item = {"name": draw(st.sampled_from(["input", "x", ""])), "datatype": draw(datatypes),
+                    "shape": draw(shapes), "data": draw(anything)}
+            return json.dumps({"inputs": [item], "parameters": draw(anything)}).encode(), {}
+        shape = tuple(draw(st.lists(st.sampled_from([1, 2, 8, 16, 80, 512, 4096, 2**31]), min_size=1, max_size=4)))
+        data = draw(st.sampled_from(bombs)) if kind == "zstd" else draw(st.binary(max_size=256))
+        wire = frame(EncodedTensor(data, shape, draw(st.sampled_from(["float32", "int8", "uint8", "int32"]))))
+        head = json.dumps({"inputs": [{"name": draw(st.sampled_from(["input", "h"])), "datatype": "UINT8",
+                                       "shape": [len(wire)], "parameters": {"binary_data_size": len(wire)}}]}).encode()
+        declared = draw(st.sampled_from([len(head), len(head), 0, len(head) + len(wire) + 1, 2**63]))
+        return head + wire, {"Inference-Header-Content-Length": str(declared)}
+
+    return request()
+
+
+def test_generated_requests_get_a_2xx_or_4xx_in_bounded_memory_and_the_server_keeps_serving(embedded, export):
+    """Property: v2 JSON, nested values, binary frames with any shape and zstd bombs, sent to a running
+    server: every answer is a 2xx or a 4xx, its memory grows by less than 256 MB, and a good request
+    is served afterwards."""
+    from hypothesis import HealthCheck, given, settings
+
+    from aiflow_cli.serve.device.client import V2Client
+
+    pair = _device(export)
+    url = f"{embedded.url}/v2/models/{pair.model}/infer"
+    rss_before = _rss_bytes(embedded.proc.pid)
+    codes: list[int] = []
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(_requests())
+    def post(req) -> None:  # noqa: ANN001
+        body, headers = req
+        code, _ = _post(url, body, {"Content-Type": "application/octet-stream", **headers})
+        codes.append(code)
+        assert 200 <= code < 300 or 400 <= code < 500, code
+
+    post()
+    assert len(codes) == 150 and any(400 <= c < 500 for c in codes)
+    assert _rss_bytes(embedded.proc.pid) - rss_before < 256 * 2**20
+    assert pair.request(V2Client(embedded.url), _inputs(1)[0], 0).status == "ok"
+
+
+def test_closed_half_requests_are_logged_in_one_line_each_not_as_tracebacks(export):
+    from aiflow_cli.serve.launch import ServerProcess
+
+    proc = ServerProcess(export, _free_port())
+    proc.wait_ready()
+    host, port = proc.url.split(":")
+    path = f"/v2/models/{_device(export).model}/infer".encode()
+    try:
+        for _ in range(30):
+            with socket.create_connection((host, int(port))) as s:
+                s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100)
+        time.sleep(0.5)
+        assert _post(f"{proc.url}/v2/models/nope/infer", b"{}", {})[0] == 404  # still serving
+    finally:
+        proc.stop()
+    log = proc.proc.stderr.read() if proc.proc.stderr else ""
+    assert "Traceback" not in log, log[-2000:]

@@ -219,3 +219,12 @@ def test_auto_k_learns_from_decode_rounds_only_not_from_the_prompts_round():
     decode_rounds = [k for k in rounds.proposed[1:] if k > 0]  # a last round may draft nothing
     assert [k for k, _ in policy.verify] == decode_rounds
     assert [k for k, _ in policy.verify[:2]] == [2, 8]
+
+
+@pytest.mark.parametrize("parameters, message", [({"seed": -1}, "seed"), ({"seed": 2**64}, "seed"),
+                                                 ({"temperature": -1.0}, "temperature"), ({"top_p": 0}, "top-p")])
+def test_a_verifier_refuses_sampling_parameters_out_of_range(parameters, message):
+    from aiflow_cli.serve.server.verifier import sampling_of
+
+    with pytest.raises(InputError, match=message):
+        sampling_of(parameters)

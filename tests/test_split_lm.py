@@ -171,6 +171,7 @@ def test_eight_concurrent_retries_of_one_step_leave_the_cache_as_one_request_wou
 
     import numpy as np
 
+    from aiflow_cli.errors import PeerError
     from aiflow_cli.serve.device.client import V2Client
     from aiflow_cli.serve.device.lm import LMDevice
     from aiflow_cli.serve.launch import ServerProcess
@@ -209,6 +210,13 @@ def test_eight_concurrent_retries_of_one_step_leave_the_cache_as_one_request_wou
             t.start()
         for t in threads:
             t.join(120)
+        refused = []
+        for bad in (np.concatenate([step, step]), step[:, :0]):  # two sequences in one session; no token at all
+            with pytest.raises(PeerError) as error:
+                client.call(device.model, framed(bad), ["next_token"], "r-2", sequence_id="r",
+                            parameters={"position": len(ids) + 1})
+            refused.append(error.value.status)
     finally:
         server.stop()
     assert answers == [len(ids) + 1] * 8
+    assert refused == [400, 400]

@@ -344,3 +344,22 @@ def test_generated_option_values_are_refused_before_any_work(beta, drop, count, 
                                       "--out", str(out)])
     one_line(result)
     assert not out.exists()
+
+
+def test_verify_refuses_a_manifest_that_lists_the_same_pair_twice(runner, tampered):
+    _, edit = tampered
+    line = one_line(verify(runner, edit(lambda d: d["pairs"].append(d["pairs"][0])), "--trust-source"))
+    assert "listed more than once" in line, line
+
+
+@pytest.mark.parametrize("scale", [[0.0, 0.0], [1.0, -1.0], []])
+def test_codec_parameters_that_make_no_codec_are_refused_naming_the_pair(tiny_export, scale):
+    from aiflow_cli.codecs.registry import codec_of
+    from aiflow_cli.errors import ConfigError
+    from aiflow_cli.schemas.manifest import load_manifest
+
+    pair = load_manifest(tiny_export).pairs[0]
+    pair.codec.name = "int8-channel"
+    pair.codec.params = {"wire_dtype": "int8", "scale": scale, "zero_point": [0.0] * len(scale), "axis": 1, "ndim": 4}
+    with pytest.raises(ConfigError, match=f"pair '{pair.cut}'.*scale must be a finite number above 0"):
+        codec_of(pair)
