@@ -193,8 +193,9 @@ def test_a_profile_with_a_negative_latency_is_refused(tmp_path, host_profile_fil
 
 
 def test_a_server_profile_passed_as_the_device_is_refused(runner):
-    from aiflow_cli.cli.main import app
     from conftest import PROFILES
+
+    from aiflow_cli.cli.main import app
 
     server = PROFILES / "servers" / "a100-edge.yaml"
     result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--device", str(server), "--server", str(server),

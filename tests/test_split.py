@@ -53,10 +53,15 @@ def test_plan_table_is_printed(runner, host_profile_file):
     assert "plan table" in result.output and "best cut per link" in result.output
 
 
-def test_measured_profiles_are_accepted_for_both_sides(runner, host_profile_file):
-    result = runner.invoke(app, ["split", "zoo:efficientnet-lite0", "--device", str(host_profile_file),
-                                 "--server", str(host_profile_file), "--link", str(PROFILES / "links" / "wifi6.yaml"),
-                                 "--json"])
+def test_a_measured_profile_of_another_runtime_than_the_pairs_is_refused_unless_forced(runner, host_profile_file):
+    """The fixture's profile timed PyTorch eager; exported pairs run in onnxruntime."""
+    args = ["split", "zoo:efficientnet-lite0", "--device", str(host_profile_file), "--server", str(host_profile_file),
+            "--link", str(PROFILES / "links" / "wifi6.yaml"), "--json"]
+    refused = runner.invoke(app, args)
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.exit_code == 2 and len(lines) == 1, refused.output
+    assert "timed with torch" in lines[0] and "--runtime onnxruntime" in lines[0] and "--force" in lines[0]
+    result = runner.invoke(app, [*args, "--force"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)["plan"]
     assert plan["device"]["source"] == "measured"

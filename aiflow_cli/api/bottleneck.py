@@ -220,8 +220,7 @@ def _image(model: "SegmentedModel", s: BottleneckSettings, progress: Progress | 
     check_bottleneck_settings(model, s.cut, betas, s.max_drop, s.data)
     for e in s.exits:
         model.cut_index(e)
-    device_side = server_side = None
-    device_source = server_source = ""
+    device_side = server_side = device_source = server_source = None
     if s.device is not None:
         from aiflow_cli.profiling.measure import profile_model
         from aiflow_cli.split.planner import HostProfile, side_latencies
@@ -231,7 +230,7 @@ def _image(model: "SegmentedModel", s: BottleneckSettings, progress: Progress | 
         dev = side_latencies(s.device, model, host, "device", accept_unstable=s.force)
         srv = side_latencies(s.server, model, host, "server", accept_unstable=s.force)
         device_side, server_side = dev.cost, srv.cost
-        device_source, server_source = dev.node.source, srv.node.source
+        device_source, server_source = dev.node, srv.node
     train = TrainSettings(epochs=s.epochs, finetune_server=s.finetune_server, patch=s.patch, augment=s.augment,
                           shrinkage=s.shrinkage)
     refine = s.refine if s.refine is not None else (2 if s.target_bytes is not None else 0)
@@ -245,7 +244,7 @@ def _image(model: "SegmentedModel", s: BottleneckSettings, progress: Progress | 
     return outcome
 
 
-def _export_point(model, s: BottleneckSettings, run, device_side, server_side, sources: tuple[str, str],  # noqa: ANN001
+def _export_point(model, s: BottleneckSettings, run, device_side, server_side, sources: tuple,  # noqa: ANN001
                   progress: Progress | None) -> "tuple[Manifest, float]":
     """Export the chosen point: --auto's first link's split plan, else the operating point."""
     from aiflow_cli.export.api import export_split
@@ -272,7 +271,8 @@ def _export_point(model, s: BottleneckSettings, run, device_side, server_side, s
         costs[pick[0]] = PairCost(device_ms=device_side.span_ms(0, index + 1), encode_ms=rp.encode_ms,
                                   bytes=round(rp.bytes_per_input), server_ms=server_side.span_ms(index + 1, n),
                                   decode_ms=rp.decode_ms, result_bytes=run.result_bytes,
-                                  device_source=sources[0], server_source=sources[1])
+                                  device_source=sources[0].source, server_source=sources[1].source,
+                                  device_runtime=sources[0].runtime, server_runtime=sources[1].runtime)
         predicted[pick[0]] = dict(rp.latency_ms)
     manifest = export_split(model, [pick[0]], {pick[0]: point.codec}, s.export, force=s.force, progress=progress,
                             exits={pick[0]: heads}, costs=costs, predicted=predicted, exporter=s.exporter)

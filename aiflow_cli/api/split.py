@@ -191,7 +191,8 @@ def _export(model, chosen: list[str], s: PlanSettings, result, progress: Progres
             costs[cut] = PairCost(device_ms=inputs.device.span_ms(0, i + 1), encode_ms=inputs.encode_ms[i],
                                   bytes=inputs.cut_bytes[i], server_ms=inputs.server.span_ms(i + 1, n),
                                   decode_ms=inputs.decode_ms[i], result_bytes=inputs.result_bytes,
-                                  device_source=result.plan.device.source, server_source=result.plan.server.source)
+                                  device_source=result.plan.device.source, server_source=result.plan.server.source,
+                                  device_runtime=result.plan.device.runtime, server_runtime=result.plan.server.runtime)
     return export_split(model, chosen, {c: by_cut[c].codec for c in chosen}, s.export, force=s.force, triton=s.triton,
                         verify_count=s.verify_count, predicted=predicted, bytes_per_request=sent, costs=costs,
                         plan_table=[r.model_dump() for r in result.plan.plan_table] if result else None,

@@ -258,6 +258,8 @@ def _render_bench(report) -> None:  # noqa: ANN001 - BenchReport
                       f"{r.codec_bytes:,.0f}+{r.protocol_bytes:,.0f}",
                       "-" if r.top1 is None else f"{r.top1.value:.3f}")
     show(table)
+    for cut, runtimes in dict.fromkeys((r.cut, r.predicted_for) for r in report.results if r.predicted_for):
+        console.print(f"{cut}: predictions are for {runtimes}", highlight=False)
     verdict = "[green]within[/]" if report.passed else "[red]outside[/]"
     console.print(f"{verdict} the bounds: total {report.limits['total']:.0%}, each component {report.limits['component']:.0%}")
 

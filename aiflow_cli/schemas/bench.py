@@ -43,6 +43,7 @@ class PairLinkResult(Strict):
     protocol_bytes: float = Field(description="median request body minus codec bytes: frames + the v2 JSON header")
     top1: Optional[Share] = Field(None, description="with labelled inputs")
     predictions: list[int] = Field(default_factory=list, description="top-1 per request, in order")
+    predicted_for: str = Field("", description="the runtime and source of each side's prediction (from the manifest)")
 
 
 class Protocol(Strict):

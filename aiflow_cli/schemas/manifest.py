@@ -85,6 +85,9 @@ class PairCost(Strict):
     result_bytes: int = Field(ge=0, description="bytes of the answer")
     device_source: str = Field(description="measured (a profile of that machine) or projected")
     server_source: str
+    device_runtime: str = Field("unknown", description="the runtime the device prediction is for (onnxruntime, "
+                                                       "torch, a hardware profile's runtime)")
+    server_runtime: str = Field("unknown", description="the runtime the server prediction is for")
 
 
 class ExportedPair(Strict):

@@ -89,6 +89,20 @@ def _projected_cost(report: ProfileReport, hw: ComputeProfile, runtime: str | No
     return SideCost([s.latency_ms for s in proj.segments], proj.call_overhead_ms), proj.runtime, proj.runtime_assumed
 
 
+SERVING_RUNTIME = "onnxruntime"  # what runs an exported pair on a CPU: the embedded engine and Triton's backend
+
+
+def check_serving_runtime(report: ProfileReport, path: Path, kind: str, force: bool = False) -> None:
+    """A CPU profile predicts the pair only if it timed the runtime that will serve it: PyTorch eager
+    is about 2.5x slower than onnxruntime here on EfficientNet-Lite0, so a torch profile would be off
+    by that factor on both sides, and the cut it chooses can change with it. ``--force`` plans anyway."""
+    if force or report.settings.on != "cpu" or report.settings.runtime == SERVING_RUNTIME:
+        return
+    raise InputError(f"{path}: timed with {report.settings.runtime}, but --{kind}'s half will run in "
+                     f"{SERVING_RUNTIME}", f"re-run aiflow profile MODEL --runtime {SERVING_RUNTIME} --out {path.name} "
+                                           "(or pass --force to plan with these timings anyway)")
+
+
 def side_latencies(path: Path, model: SegmentedModel, host: Callable[[], ProfileReport], kind: str,
                    accept_unstable: bool = False, runtime: str | None = None) -> SideLatency:
     """Per-segment latency (ms) for one side, its per-call overhead, and where they came from.
@@ -101,6 +115,7 @@ def side_latencies(path: Path, model: SegmentedModel, host: Callable[[], Profile
         report = load_profile(path)
         check_profile_matches(report, model, path)
         check_stable(report, path, accept_unstable)
+        check_serving_runtime(report, path, kind, accept_unstable)
         where = report.host.accelerator or report.host.cpu
         runtime_name = report.settings.runtime if report.settings.on == "cpu" else f"{report.settings.runtime} on cuda"
         return SideLatency(SideCost(report.compute_latencies_ms(), report.total.call_overhead_ms), NodeInfo(

@@ -117,7 +117,9 @@ def _summarise(pair: DevicePair, link: BenchLink, records: list[RequestRecord], 
         codec_bytes=_median(ok, "codec_bytes"),
         protocol_bytes=statistics.median(r.request_bytes - r.codec_bytes for r in ok),
         top1=share([p == y for p, y in labelled]) if labelled else None,
-        predictions=[r.prediction if r.prediction is not None else -1 for r in records])
+        predictions=[r.prediction if r.prediction is not None else -1 for r in records],
+        predicted_for="" if cost is None else (f"device {cost.device_runtime} ({cost.device_source}), "
+                                               f"server {cost.server_runtime} ({cost.server_source})"))
 
 
 def _judge(results: list[PairLinkResult]) -> bool:
