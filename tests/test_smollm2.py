@@ -39,3 +39,20 @@ def test_safetensors_copy_is_cached(smollm2):
     from aiflow_cli.models.smollm2 import smollm2_dir
 
     assert (smollm2_dir() / "model.safetensors").stat().st_size > 500e6
+
+
+
+def test_the_cached_tokenizer_gives_the_ggufs_own_ids(smollm2):
+    """The tokenizer aiflow reloads from its cache splits code, CJK, digits and whitespace runs as
+    the tokenizer built from the GGUF's own definition does."""
+    from test_tokenizers import STRINGS
+    from transformers import AutoTokenizer
+
+    from aiflow_cli.models.hf import load_tokenizer
+    from aiflow_cli.models.smollm2 import _gguf_path, smollm2_dir
+
+    gguf = _gguf_path()
+    reference = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    cached = load_tokenizer(smollm2_dir(), smollm2.extras["config"])
+    for text in STRINGS:
+        assert cached(text)["input_ids"] == reference(text)["input_ids"], text

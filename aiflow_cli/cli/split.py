@@ -265,6 +265,11 @@ def verify_cmd(
         return
     _render_manifest(manifest, directory, "verified")
     against = "; ".join(dict.fromkeys(p.verification.reference for p in manifest.pairs))
+    for p in manifest.pairs:
+        if p.verification.flips:
+            console.print(f"{p.cut}: {p.verification.flips} prompt(s) left the target's own output at a near-tie "
+                          f"(int8 compute; token agreement {p.verification.agreement:.3f}): counted, not refused",
+                          highlight=False)
     console.print(f"[green]ok[/]: {len(manifest.pairs)} pair(s) match the manifest's hashes and declarations, and "
                   f"reproduce {against}", highlight=False)
 
@@ -299,7 +304,10 @@ def speculative_cmd(
         typer.echo(manifest.model_dump_json(indent=2))
         return
     pair, info = manifest.pairs[0], manifest.speculative
+    v = pair.verification
+    check = "token-identical" if not v.flips else (f"{v.flips} prompt(s) left the target's output at a near-tie "
+                                                    f"(int8 compute; agreement {v.agreement:.3f}), counted")
     console.print(f"[green]exported[/] {export}: draft {fmt_bytes(pair.device.size_bytes)} (device), target "
                   f"{fmt_bytes(pair.server.size_bytes)} (server), {info.vocab_size:,} tokens, context "
-                  f"{info.max_positions:,}; {pair.verification.inputs}: token-identical", highlight=False)
+                  f"{info.max_positions:,}; {v.inputs}: {check}", highlight=False)
 

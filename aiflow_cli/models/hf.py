@@ -23,14 +23,33 @@ from aiflow_cli.models.transformer_segments import (
     encoder_segments,
 )
 
-__all__ = ["encoder_model", "causal_lm_model", "load_hf"]
+__all__ = ["encoder_model", "causal_lm_model", "load_hf", "load_tokenizer"]
+
+
+MISTRAL_TYPES = ("mistral", "mistral3", "voxtral", "ministral", "pixtral")  # whose tokenizers that fix is for
+
+
+def load_tokenizer(path: Path | str, config, trust_remote_code: bool = False):  # noqa: ANN001, ANN201
+    """The model's tokenizer as saved, its pre-tokenizer untouched.
+
+    transformers 4.57.3-4.57.6 warns that a local folder saved by those versions has "an incorrect
+    regex pattern" whatever its model type (its skip for non-Mistral models applies only to folders
+    written by 4.57.2 and older), and changes nothing unless ``fix_mistral_regex=True``. For a
+    non-Mistral model the warning is a false alarm: the Qwen2.5-Coder tokenizer reloaded from
+    aiflow's cache gives the GGUF-built tokenizer's ids on code, CJK, digits and whitespace runs
+    (docs/benchmarks.md), so aiflow passes ``fix_mistral_regex=False`` there, which silences exactly
+    that warning; a Mistral-family model keeps transformers' own behaviour."""
+    from transformers import AutoTokenizer
+
+    extra = {} if getattr(config, "model_type", None) in MISTRAL_TYPES else {"fix_mistral_regex": False}
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
 
 
 def encoder_model(spec: str, name: str, path: Path | str, pool: bool, trust_remote_code: bool = False) -> SegmentedModel:
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     model = AutoModel.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(path, model.config, trust_remote_code)
     head = MeanPoolNormalize() if pool else LastHidden()
     vocab = model.config.vocab_size
     return SegmentedModel(
@@ -44,10 +63,10 @@ def encoder_model(spec: str, name: str, path: Path | str, pool: bool, trust_remo
 
 
 def causal_lm_model(spec: str, name: str, path: Path | str, trust_remote_code: bool = False) -> SegmentedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(path, model.config, trust_remote_code)
     state = KVState()
     vocab = model.config.vocab_size
     return SegmentedModel(

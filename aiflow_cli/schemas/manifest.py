@@ -59,6 +59,9 @@ class Verification(Strict):
     output_scale: float
     agreement: float | None = Field(default=None, description="top-1 / token agreement with the unsplit model")
     mean_cosine: float | None = None
+    flips: int | None = Field(default=None, description="speculative exports with int8-compute weights (int4): prompts "
+                                                        "whose speculative output left the target's own at a near-tie "
+                                                        "(counted, not refused)")
     passed: bool
 
 
