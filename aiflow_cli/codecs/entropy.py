@@ -149,13 +149,14 @@ class EntropyTables:
 
     def decode(self, data: bytes, shape: tuple[int, ...] | None = None) -> np.ndarray:
         """The symbols back. ``shape``: what the frame around these bytes declares (already bounded);
-        a header that says otherwise is refused before anything is allocated."""
+        a header that holds another number of symbols is refused before anything is allocated (the
+        per-token codec codes (1, T, D) hidden states as T x D x 1 x 1, so the counts are compared)."""
         import constriction
 
         if len(data) < HEADER_BYTES:
             raise ValueError(f"{len(data)} bytes: shorter than the {HEADER_BYTES}-byte header")
         n, c, h, w = struct.unpack("<4H", data[:HEADER_BYTES])
-        if shape is not None and (n, c, h, w) != tuple(shape):
+        if shape is not None and n * c * h * w != math.prod(shape):
             raise ValueError(f"the coded header says {[n, c, h, w]}, the frame {list(shape)}")
         words = np.frombuffer(data[HEADER_BYTES:], dtype=np.uint32)
         decoder = constriction.stream.queue.RangeDecoder(words)

@@ -253,9 +253,10 @@ class LMPairModel(ServedModel):
             outs = self.session.run(None, {hidden_decl.name: hidden, **session.past})
             session.past = {d.name: v for d, v in zip(self.past_decls, outs[1:])}
             session.position += hidden.shape[1]
+            position_after = session.position  # read under the lock: a retry may crop it back at once
         token = np.asarray(outs[0][:, -1].argmax(-1), dtype=np.int64).reshape(1, 1)
         if parameters.get("sequence_end", False):
             self.cache.close(sid)
         t2 = time.perf_counter()
         return {"next_token": token}, {"aiflow_decode_ms": round((t1 - t0) * 1e3, 4),
-                                       "aiflow_server_ms": round((t2 - t0) * 1e3, 4), "position": session.position}
+                                       "aiflow_server_ms": round((t2 - t0) * 1e3, 4), "position": position_after}

@@ -131,9 +131,10 @@ class VerifierModel(ServedModel):
             else:
                 outputs = self._verify(session, tensors, ids, _number(parameters, "draft_count", 0, int), sampling,
                                        rng)
+            position_after = session.position  # read under the lock: a retry may crop it back at once
         if parameters.get("sequence_end", False):
             self.cache.close(sid)
-        return outputs, {"aiflow_server_ms": round((time.perf_counter() - t0) * 1e3, 4), "position": session.position}
+        return outputs, {"aiflow_server_ms": round((time.perf_counter() - t0) * 1e3, 4), "position": position_after}
 
     def _verify(self, session, tensors: dict[str, np.ndarray], ids: np.ndarray, k: int, sampling: Sampling,  # noqa: ANN001
                 rng: np.random.Generator) -> dict[str, np.ndarray]:
