@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from aiflow_cli.errors import ConfigError, InputError
 
@@ -89,6 +89,27 @@ def read_trace(path: Path) -> list[tuple[float, float]]:
 def link_loop() -> asyncio.AbstractEventLoop:
     """An event loop whose timers keep to about 0.1 ms (see the module's docstring)."""
     return asyncio.SelectorEventLoop(selectors.SelectSelector())
+
+
+def run_on_link_loop(main: Any) -> None:
+    """``asyncio.run(main)`` on a :func:`link_loop`: afterwards the connections still open are
+    cancelled and finished, so nothing is left pending when the loop closes."""
+    loop = link_loop()
+    asyncio.set_event_loop(loop)
+
+    async def finish() -> None:
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await loop.shutdown_asyncgens()
+
+    try:
+        loop.run_until_complete(main)
+    finally:
+        loop.run_until_complete(finish())
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 class _Direction:
@@ -173,11 +194,7 @@ class LinkProxy:
 
     def run(self, on_start: Callable[[], None] | None = None) -> None:
         """Serve until interrupted, on a loop of its own (:func:`link_loop`); ``on_start`` once listening."""
-        loop = link_loop()
-        try:
-            loop.run_until_complete(self.serve_forever(on_start))
-        finally:
-            loop.close()
+        run_on_link_loop(self.serve_forever(on_start))
 
     async def serve_forever(self, on_start: Callable[[], None] | None = None) -> None:
         await self.start()
@@ -218,11 +235,7 @@ def start_link_thread(target: tuple[str, int], up: LinkShape, down: LinkShape, l
                 except asyncio.CancelledError:
                     pass
 
-        loop = link_loop()
-        try:
-            loop.run_until_complete(main())
-        finally:
-            loop.close()
+        run_on_link_loop(main())
 
     thread = threading.Thread(target=run, daemon=True, name="aiflow-link")
     thread.start()
