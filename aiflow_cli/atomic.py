@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from aiflow_cli.errors import OutputError
 
-__all__ = ["check_writable", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["check_writable", "write_bytes_atomic", "write_text_atomic", "write_figure_atomic"]
 
 
 def check_writable(path: Path) -> Path:
@@ -51,3 +52,16 @@ def _umask() -> int:
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_figure_atomic(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Lay out a matplotlib figure, write it as a PNG (temp file, then rename) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())

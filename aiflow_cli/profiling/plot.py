@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from aiflow_cli.atomic import write_bytes_atomic
+from aiflow_cli.atomic import write_figure_atomic
 from aiflow_cli.schemas.profile import ProfileReport
 
 __all__ = ["plot_profile"]
@@ -38,8 +37,4 @@ def plot_profile(report: ProfileReport, path: Path) -> None:
     ax2.set_ylabel("KB crossing (log)")
     ax2.legend(fontsize=8)
     ax2.tick_params(axis="x", rotation=70, labelsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(fig, path)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from aiflow_cli.atomic import write_bytes_atomic
+from aiflow_cli.atomic import write_figure_atomic
 from aiflow_cli.schemas.plan import SplitPlan
 
 __all__ = ["plot_plan"]
@@ -40,8 +39,4 @@ def plot_plan(plan: SplitPlan, path: Path) -> None:
         ax.set_yscale("log")
         ax.set_title(f"{plan.model} over {link.name} (RTT {link.rtt_ms:g} ms), codec {plan.codec}", fontsize=9)
         ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(fig, path, dpi=100)

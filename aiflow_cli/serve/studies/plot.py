@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from aiflow_cli.atomic import write_bytes_atomic
+from aiflow_cli.atomic import write_figure_atomic
 from aiflow_cli.schemas.bench import BenchReport
 
 __all__ = ["plot_bench"]
@@ -36,8 +35,4 @@ def plot_bench(report: BenchReport, path: Path) -> None:
     axes[0][0].set_ylabel("ms per request (median; whisker: p90)")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{report.export} ({report.engine}): measured vs predicted")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(fig, path)

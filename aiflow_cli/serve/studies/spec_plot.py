@@ -3,10 +3,9 @@ line per link, server-only as a horizontal line of the same colour, the cost mod
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from aiflow_cli.atomic import write_bytes_atomic
+from aiflow_cli.atomic import write_figure_atomic
 from aiflow_cli.schemas.spec_study import SpecStudy
 
 __all__ = ["plot_spec_study"]
@@ -49,8 +48,4 @@ def plot_spec_study(study: SpecStudy, path: Path) -> None:
     fig.suptitle(f"speculative decoding across the link: {study.draft} -> {study.target} "
                  f"({study.prompts} Spec-Bench prompts x {study.new_tokens} tokens; measured, {study.machine})",
                  fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(fig, path)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
-from aiflow_cli.atomic import write_bytes_atomic
+from aiflow_cli.atomic import write_figure_atomic
 from aiflow_cli.schemas.bottleneck import BottleneckReport
 from aiflow_cli.schemas.text_bottleneck import TextBottleneckReport
 
@@ -77,11 +76,7 @@ def plot_rate_accuracy(report: BottleneckReport, path: Path, earlier: Bottleneck
     on = (f"{report.data.train_inputs} training inputs and {report.data.validation_inputs} validation images"
           if chosen_on == "train+validation" else f"{report.data.validation_inputs} validation images")
     fig.suptitle(f"{report.model}: rate vs accuracy on {report.data.test_inputs} test images (choices made on {on})")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(fig, path)
 
 
 def plot_text_rate(report: TextBottleneckReport, path: Path) -> None:
@@ -111,8 +106,4 @@ def plot_text_rate(report: TextBottleneckReport, path: Path) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"{report.model} at {report.cut}: {report.test_tokens:,} test tokens", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(fig, path)
