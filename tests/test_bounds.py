@@ -219,3 +219,62 @@ def test_bad_options_are_refused_in_one_line_before_any_work(runner, args, messa
     result = runner.invoke(app, args)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
+
+
+def test_a_port_in_use_is_refused_in_one_line(runner):
+    import socket
+
+    from aiflow_cli.cli.main import app
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = runner.invoke(app, ["serve-pair", "link", "--to", "127.0.0.1:8000", "--listen", str(port)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], result.output
+
+
+def _yaml_documents():
+    from hypothesis import strategies as st
+
+    names = st.sampled_from(["a", "b", "c", "kind", "name", "stages", "steps"])
+    scalars = st.sampled_from(["1", "1e30", ".inf", ".nan", "x", "[]", "{}", "device", "~"])
+
+    @st.composite
+    def document(draw):  # noqa: ANN001, ANN202 - anchors, aliases and nesting in a few hundred bytes
+        depth = draw(st.integers(1, 60))
+        lines = [f"a: &a [{', '.join([draw(scalars)] * draw(st.integers(1, 12)))}]"]
+        for i in range(draw(st.integers(0, 12))):
+            prev, cur = ("a" if i == 0 else f"l{i - 1}"), f"l{i}"
+            lines.append(f"{cur}: &{cur} [{', '.join(['*' + prev] * draw(st.integers(1, 12)))}]")
+        lines.append(f"{draw(names)}: " + "[" * depth + draw(scalars) + "]" * depth)
+        lines.append(f"{draw(names)}: {draw(scalars)}")
+        return "\n".join(lines) + "\n"
+
+    return document()
+
+
+def test_every_yaml_reader_answers_a_generated_bomb_with_a_config_error_or_a_value(tmp_path):
+    """Property: aliases nested up to 12 deep (12^12 values expanded), lists nested up to 60 deep, odd
+    scalars: a recipe and a hardware profile each load or refuse with one ConfigError, never hang or
+    raise anything else."""
+    from hypothesis import HealthCheck, given, settings
+
+    from aiflow_cli.errors import ConfigError
+    from aiflow_cli.schemas.hardware import load_hardware
+    from aiflow_cli.schemas.recipe import load_recipe
+
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(_yaml_documents())
+    def load(text: str) -> None:
+        path = tmp_path / "doc.yaml"
+        path.write_text(text)
+        for reader in (load_recipe, load_hardware):
+            try:
+                reader(path)
+            except ConfigError:
+                pass
+
+    load()

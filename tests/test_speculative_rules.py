@@ -228,3 +228,21 @@ def test_a_verifier_refuses_sampling_parameters_out_of_range(parameters, message
 
     with pytest.raises(InputError, match=message):
         sampling_of(parameters)
+
+
+def test_different_vocabularies_are_refused_before_any_weights_load(runner, monkeypatch, tmp_path):
+    """A draft and a target from different families: the tokenizers alone decide, in seconds."""
+    import aiflow_cli.models as models
+    from aiflow_cli.cli.main import app
+    from aiflow_cli.models.zoo import minilm_dir
+
+    def no_weights(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a model's weights were loaded before the vocabularies were compared")
+
+    monkeypatch.setattr(models, "load_model", no_weights)
+    out = tmp_path / "spec"
+    result = runner.invoke(app, ["split", "speculative", "--draft", "zoo:smollm2-135m", "--target",
+                                 f"hf:{minilm_dir()}", "--export", str(out)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "vocabularies differ" in lines[0], result.output
+    assert not out.exists()

