@@ -132,7 +132,7 @@ def _binary_request(name: str, payload: bytes, datatype: str = "UINT8", declared
 
 @pytest.mark.parametrize("case, status", [
     ("wrong tensor name", 400), ("wrong dtype", 400), ("truncated binary data", 400), ("not a frame", 400),
-    ("unknown model", 404),
+    ("a batch over --max-batch", 400), ("unknown model", 404),
 ])
 def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(server, export, case, status):
     import tritonclient.http as httpclient
@@ -150,6 +150,9 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(serv
         body, headers = _binary_request(pair.pair.crossing[0].name, wire[:-10], declared=len(wire))
     elif case == "not a frame":
         body, headers = _binary_request(pair.pair.crossing[0].name, b"\x00" * 64)
+    elif case == "a batch over --max-batch":  # 17 inputs in one request; the server takes 16 (both engines)
+        big, *_ = pair.encode(np.repeat(_inputs(1)[0], 17, axis=0))
+        body, headers = _binary_request(pair.pair.crossing[0].name, big[pair.pair.crossing[0].name].tobytes())
     else:
         body, headers = _binary_request(pair.pair.crossing[0].name, wire)
         model = "no-such-model"
