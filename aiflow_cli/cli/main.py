@@ -77,6 +77,8 @@ def run() -> None:
     stop_on_signals()
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # every staging folder is gone by now (their finally blocks ran)
         err_console.print("stopped", highlight=False)
-        sys.exit(130)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # skip interpreter teardown (torch, onnxruntime): seconds we promised not to take
