@@ -38,8 +38,7 @@ SCALE = [
     (r"--count \d+", "--count 3", "3 requests"),
     (r"--beta [0-9e.,-]+", "--beta 1.5e-5", "one beta"),
     (r"(aiflow split bottleneck \S+)", r"\1 --epochs 1", "one epoch"),
-    (r"--prompts \d+", "--prompts 1", "one prompt"),
-    (r"(serve-pair bench \S+ --speculative)", r"\1 --ks 1,2 --prompts 1 --new-tokens 8", "k 1-2, one prompt, 8 tokens"),
+    (r"(serve-pair bench \S+ --speculative)", r"\1 --ks 1,2 --prompts 2 --new-tokens 16", "k 1-2, two prompts, 16 tokens"),
     (r"(serve-pair generate \S+)", r"\1 --max-new-tokens 8", "8 tokens"),
     (r"(serve-pair bench (?!.*--speculative)(?!.*--requests)\S+)", r"\1 --requests 5", "5 requests per link"),
 ]

@@ -25,6 +25,7 @@ import numpy as np
 
 from aiflow_cli import __version__
 from aiflow_cli.data.specbench import Prompt, read_prompts
+from aiflow_cli.errors import InputError
 from aiflow_cli.models.speculative import (
     AutoK,
     Drafter,
@@ -186,6 +187,10 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
                         acc[1] += sum(r.proposed)
                         if k == "auto":
                             chosen += r.proposed
+                    if rounds_n == 0 or toks == 0:
+                        raise InputError(f"k={k} over {link.name}: every generation ended in its first round (the "
+                                         "one that carries the prompt), so no decoding round was left to time",
+                                         "raise --new-tokens or --prompts")
                     tokens_per_round = toks / max(1, rounds_n)
                     tpot = ms / max(1, toks)
                     predicted = _predict(probe, link, kk, req, tokens_per_round)
