@@ -21,15 +21,7 @@ from aiflow_cli.api.serve import (
     LinkSettings,
     ServeSettings,
 )
-from aiflow_cli.cli.common import (
-    cli_errors,
-    console,
-    emit,
-    err_console,
-    fmt_bytes,
-    progress_bar,
-    show,
-)
+from aiflow_cli.cli.common import cli_errors, console, emit, err_console, fmt_bytes, progress_bar, show
 from aiflow_cli.cli.options import DirArg, JsonOpt, OutFileOpt, check_outputs, opt
 
 __all__ = ["app"]

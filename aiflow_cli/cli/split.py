@@ -18,15 +18,7 @@ from typer.core import TyperGroup
 from aiflow_cli.api.export import SpeculativeSettings, VerifySettings
 from aiflow_cli.api.split import PlanSettings
 from aiflow_cli.cli.bottleneck import bottleneck_cmd, exits_cmd
-from aiflow_cli.cli.common import (
-    cli_errors,
-    console,
-    emit,
-    err_console,
-    fmt_bytes,
-    progress_bar,
-    show,
-)
+from aiflow_cli.cli.common import cli_errors, console, emit, err_console, fmt_bytes, progress_bar, show
 from aiflow_cli.cli.options import (
     DirArg,
     JsonOpt,
