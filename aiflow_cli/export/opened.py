@@ -1,24 +1,21 @@
-"""An export as its users open it: the manifest checked against the files once, each pair's codecs
-built from its manifest entry, and the name the server serves it under.
+"""An export as its users open it: the manifest checked against the files once, and each pair with
+the name the server serves it under.
 
-The device, the server and the studies all start here, so none of them rebuilds a codec from a
-``CodecSpec`` or re-checks the files on its own, and device code never imports the server to learn
-a model's name.
+The device, the server and the studies all start here, so none of them re-checks the files on its
+own, and device code never imports the server to learn a model's name. A pair's codecs come from
+:func:`aiflow_cli.codecs.registry.crossing_codecs`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
-from aiflow_cli.codecs.base import ActivationCodec
-from aiflow_cli.codecs.registry import codec_of, crossing_codecs
 from aiflow_cli.export.check import check_declarations, check_files
 from aiflow_cli.export.triton import triton_model_name
 from aiflow_cli.schemas.manifest import ExportedPair, Manifest, load_manifest
 
-__all__ = ["OpenedExport", "OpenedPair", "open_export", "codec_of", "crossing_codecs", "served_name"]
+__all__ = ["OpenedExport", "OpenedPair", "open_export", "served_name"]
 
 
 def served_name(manifest: Manifest, pair: ExportedPair) -> str:
@@ -30,10 +27,6 @@ def served_name(manifest: Manifest, pair: ExportedPair) -> str:
 class OpenedPair:
     pair: ExportedPair
     name: str  # the v2 model serving its server half
-
-    @cached_property
-    def codecs(self) -> list[ActivationCodec]:  # built on first use: a learned codec's tables are not free
-        return crossing_codecs(self.pair)
 
 
 @dataclass

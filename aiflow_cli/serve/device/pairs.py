@@ -27,7 +27,7 @@ from aiflow_cli.schemas.manifest import ExportedPair, Manifest
 from aiflow_cli.serve.device.client import V2Client
 from aiflow_cli.serve.wire import frame
 
-__all__ = ["RequestRecord", "DevicePair", "V2Client", "load_device_pairs", "arrays_of", "bench_inputs"]
+__all__ = ["RequestRecord", "DevicePair", "load_device_pairs", "arrays_of", "bench_inputs"]
 
 
 

@@ -33,7 +33,7 @@ from aiflow_cli.models.speculative import (
     Sampling,
     speculate,
 )
-from aiflow_cli.schemas.manifest import Manifest, load_manifest
+from aiflow_cli.schemas.manifest import Manifest
 from aiflow_cli.serve.device.client import V2Client
 
 __all__ = ["RemoteVerifier", "SpeculativeDevice", "RemoteStats", "server_only"]
@@ -131,10 +131,10 @@ class SpeculativeDevice:
 
     def __init__(self, directory: Path, threads: int | None = None) -> None:
         self.directory = Path(directory)
-        if load_manifest(self.directory).speculative is None:
+        opened = open_export(self.directory)  # the manifest, read and checked once
+        if opened.manifest.speculative is None:
             raise InputError(f"{self.directory}: not a speculative-decoding export",
                              "export one with aiflow split speculative --draft D --target T --export DIR")
-        opened = open_export(self.directory)
         self.manifest: Manifest = opened.manifest
         self.info = opened.manifest.speculative
         self.pair, self.model = opened.pairs[0].pair, opened.pairs[0].name
