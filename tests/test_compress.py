@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from conftest import needs_imagenet
@@ -83,7 +84,23 @@ def test_dynamic_int8_minilm_keeps_embeddings(tmp_path):
     # "before" is the fp32 ONNX baseline measured against the torch model, not a constant 1.0
     assert report.before.metric.extra["sentences"] == 64 and report.before.metric.extra["min_cosine"] > 0.9999
     assert report.after.size_bytes < 0.35 * report.before.size_bytes
-    assert "Attention" in report.stages[0].figures["fused_ops"]
+    figures = report.stages[0].figures  # optimum's configs, as the report records them
+    assert "Attention" in figures["fused_ops"] and figures["optimization"] == "O2"
+    assert figures["quantization"] in ("avx512_vnni", "avx512", "avx2", "arm64") and "channel-wise: True" in \
+        figures["optimum_config"]
+    int8_ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.node}
+    assert {"QAttention", "MatMulInteger"} <= int8_ops  # ORTQuantizer's int8 kernels, fused attention included
+
+
+def test_the_older_optimize_spelling_still_reads_as_an_optimum_level():
+    from aiflow_cli.schemas.recipe import QuantizeDynamic
+
+    assert QuantizeDynamic(kind="quantize", method="dynamic", optimize=True).optimization == "O2"
+    assert QuantizeDynamic(kind="quantize", method="dynamic", optimize=False).optimization == "none"
+    with pytest.raises(ValueError, match="not both"):
+        QuantizeDynamic(kind="quantize", method="dynamic", optimize=True, optimization="O1")
+    with pytest.raises(ValueError, match="unknown OptimizationConfig"):
+        QuantizeDynamic(kind="quantize", method="dynamic", optimization_options={"fuse_everything": True})
 
 
 @pytest.mark.needs_data("wikitext-2")
@@ -128,9 +145,9 @@ def test_a_compressed_lm_is_judged_on_decode_with_a_kv_cache_that_matches_its_ow
     before and after; that cached graph decodes the same tokens as model.onnx recomputing everything."""
     import numpy as np
 
+    from aiflow_cli.models.optimum_export import graph_decls
     from aiflow_cli.models.speculative import KVSession, decode_alone
     from aiflow_cli.ort import ort_session
-    from aiflow_cli.schemas.manifest import TensorDecl
 
     report, folder = smollm2_draft
     d = report.decode
@@ -139,11 +156,10 @@ def test_a_compressed_lm_is_judged_on_decode_with_a_kv_cache_that_matches_its_ow
     assert d["after_decode_ms_per_token"] < d["after_prefill_ms"]  # one token costs less than 64
     compressed = json.loads((folder / "compressed.json").read_text())
     assert compressed["files"]["onnx_with_past"] == "model_with_past.onnx"
-    session = ort_session(folder / "model_with_past.onnx")
-    decls = [TensorDecl(name="input_ids", shape=["batch", "sequence"], dtype="int64")]
-    for i in session.get_inputs()[1:]:
-        decls.append(TensorDecl(name=i.name, shape=["batch", i.shape[1], "past_sequence", i.shape[3]], dtype="float32"))
-    cached = decode_alone(KVSession(session, decls), [1, 504, 3458, 314], 8)
+    decls, _ = graph_decls(folder / "model_with_past.onnx")  # optimum's layout: past_key_values.N.key/value
+    assert [d.name for d in decls][:4] == ["input_ids", "attention_mask", "position_ids", "past_key_values.0.key"]
+    assert len(decls) == 3 + 2 * 10  # the draft's 10 layers
+    cached = decode_alone(KVSession.open(folder / "model_with_past.onnx", decls), [1, 504, 3458, 314], 8)
     full = ort_session(folder / "model.onnx")
     ids = [1, 504, 3458, 314]
     for _ in range(8):

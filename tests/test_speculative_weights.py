@@ -56,3 +56,25 @@ def test_a_k_token_verification_matches_single_steps_only_with_fp32_compute(tiny
         assert diff > 1e-3  # int8 activations: the two ways round apart (7e-3 here, ~0.2 on Qwen's logits)
     else:
         assert diff < bound  # fp32 arithmetic: summation order only (3e-7 here)
+
+
+def test_optimums_graph_decodes_like_aiflows_own_with_its_cache_layout(tiny_llama, tmp_path):
+    """The default exporter (optimum's text-generation-with-past) and aiflow's KV graph are the same
+    model: the same logits for a prompt and for each step after it, through one KVSession reading
+    either layout (optimum's needs the attention mask and positions the session supplies)."""
+    ours = _export_lm(tiny_llama, tmp_path, "ours.onnx", "fp32", "torchscript")
+    theirs = _export_lm(tiny_llama, tmp_path, "optimum.onnx", "fp32", "optimum")
+    names = [d.name for d in theirs.inputs]
+    assert names[:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert names[3:7] == ["past_key_values.0.key", "past_key_values.0.value", "past_key_values.1.key",
+                          "past_key_values.1.value"]
+    assert theirs.exporter.startswith("optimum-onnx")
+    ids = [int(i) for i in np.random.default_rng(1).integers(0, 512, 24)]
+    runs = []
+    for art in (ours, theirs):
+        session = KVSession.open(tmp_path / art.file, art.inputs, threads=1)
+        runs.append(np.concatenate([session.feed(ids[:16])] + [session.feed([t]) for t in ids[16:]]))
+    assert np.abs(runs[0] - runs[1]).max() < 1e-4
+    assert np.abs(runs[0]).max() > 0.1  # not a pair of zero graphs
+    diff = _k_pass_vs_single_steps(tmp_path / theirs.file, theirs.inputs, ids, past=16)
+    assert diff < 1e-5

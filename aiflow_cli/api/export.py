@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from aiflow_cli.settings import Settings
 
@@ -46,16 +46,11 @@ class SpeculativeSettings(Settings):
                             "round apart and flip near-ties) or int4-f32 (the same weights, fp32 compute: 2-3x slower "
                             "here, no such flips).")
     force: bool = Field(False, description="Replace an existing export folder.")
-    exporter: str = Field("dynamo", description="ONNX exporter: dynamo (default) or torchscript (7-27x faster to "
-                                                "export).")
+    exporter: Literal["optimum", "dynamo", "torchscript"] = Field(
+        "optimum", description="ONNX exporter: optimum (default; optimum-onnx's text-generation-with-past graph, "
+                               "past_key_values.N.key/value), or aiflow's own KV graph through dynamo or torchscript.")
     trust_remote_code: bool = Field(False, description="Allow hf: models to run code from their repository.")
 
-    @field_validator("exporter")
-    @classmethod
-    def _exporter(cls, value: str) -> str:
-        from aiflow_cli.onnx_io import check_exporter
-
-        return check_exporter(value)
 
 
 def export_speculative(settings: SpeculativeSettings, progress: Progress | None = None) -> "Manifest":

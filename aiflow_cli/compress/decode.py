@@ -1,10 +1,11 @@
 """Decode latency for causal LMs: what users of a 4-bit model care about is the time per new token
 with a KV cache, not a 64-token prefill. Both graphs (before and after) are exported with the
-cache and timed in alternation: a 64-token prompt, then 64 tokens one at a time."""
+cache by optimum and timed in alternation: a 64-token prompt, then 64 tokens one at a time."""
 
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,9 @@ import onnx
 import torch
 
 from aiflow_cli.compress import quantize
-from aiflow_cli.compress.tasks import COMPRESS_EXPORTER, TaskKit
+from aiflow_cli.compress.tasks import TaskKit
 from aiflow_cli.models.inputs import token_input
-from aiflow_cli.models.kv_onnx import kv_lm_onnx
+from aiflow_cli.models.optimum_export import export_causal_lm_with_past, graph_decls
 from aiflow_cli.models.speculative import KVSession
 from aiflow_cli.schemas.manifest import TensorDecl
 from aiflow_cli.schemas.recipe import QuantizeDynamic, QuantizeInt4, QuantizeStatic
@@ -28,12 +29,15 @@ NEW_TOKENS = 64
 
 def export_with_past(module: torch.nn.Module, out: Path, stages: list[Any], kit: TaskKit) -> tuple[list[TensorDecl],
                                                                                                      list[str]]:
-    """Write ``module`` as a KV-cached graph to ``out``, quantised by the recipe's quantize stages in
-    order. (input declarations, notes): static int8 needs calibration feeds with a cache and is
-    left in float, which the notes say."""
-    proto, inputs, _ = kv_lm_onnx(module, exporter=COMPRESS_EXPORTER)
+    """Write ``module`` as a KV-cached graph to ``out`` (optimum's ``text-generation-with-past``, the
+    graph users of ``ORTModelForCausalLM`` run), quantised by the recipe's quantize stages in order.
+    (input declarations, notes): static int8 needs calibration feeds with a cache and is left in
+    float, which the notes say."""
     current = out.with_suffix(".float.onnx")
-    onnx.save(proto, str(current))
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".optimum-") as work:
+        exported = export_causal_lm_with_past(module, Path(work))
+        inputs, _ = graph_decls(exported)
+        onnx.save(onnx.load(str(exported)), str(current))  # one file (a small model: weights inline)
     notes = []
     for stage in stages:
         step = out.with_suffix(f".{len(notes)}.onnx")

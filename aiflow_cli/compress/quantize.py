@@ -1,4 +1,5 @@
-"""Quantisation stages, all through onnxruntime.quantization (no hand-written kernels).
+"""Quantisation stages: dynamic int8 through optimum's ORTQuantizer, static int8 and 4-bit through
+onnxruntime.quantization (no hand-written kernels).
 
 Each takes the float ONNX file and writes the quantised one; it returns the figures for the
 report and, for dynamic quantisation with fusions, the fused float model that becomes the fair
@@ -19,32 +20,26 @@ from aiflow_cli.schemas.recipe import QuantizeDynamic, QuantizeInt4, QuantizeSta
 __all__ = ["quantize_dynamic_stage", "quantize_static_stage", "quantize_int4_stage"]
 
 
-def _fuse_transformer(fp32: Path, out: Path, kit: TaskKit) -> bool:
-    """onnxruntime transformer fusions (attention, skip-layernorm, gelu) for BERT-style encoders."""
-    if kit.model.task != "sentence-embedding":
-        return False
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    hf = kit.model.whole.model
-    opt = optimize_model(str(fp32), model_type="bert", num_heads=hf.config.num_attention_heads,
-                         hidden_size=hf.config.hidden_size, opt_level=1)
-    opt.save_model_to_file(str(out))
-    return True
-
-
 def quantize_dynamic_stage(fp32: Path, out: Path, stage: QuantizeDynamic, kit: TaskKit) -> tuple[dict[str, Any], Path | None]:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """Dynamic int8 through optimum (:mod:`aiflow_cli.compress.optimum_ort`): fusions first where
+    optimum has them for the model type (the fused fp32 graph is returned as the fair baseline),
+    then ``ORTQuantizer``. (figures, fused fp32 graph or None)."""
+    from aiflow_cli.compress import optimum_ort
 
     source, fused = fp32, None
-    if stage.optimize:
-        candidate = fp32.with_name("baseline-fused.onnx")
-        if _fuse_transformer(fp32, candidate, kit):
-            source = fused = candidate
-    # fused (com.microsoft) ops defeat shape inference; their outputs are float
-    quantize_dynamic(str(source), str(out), per_channel=stage.per_channel, weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    fused_ops = sorted({n.op_type for n in onnx.load(str(source)).graph.node if n.domain == "com.microsoft"})
-    return {"per_channel": stage.per_channel, "fused_ops": fused_ops}, fused
+    figures: dict[str, Any] = {"optimization": "none"}
+    if stage.optimization != "none":
+        config = kit.hf_config()
+        why_not = optimum_ort.optimizable(config)
+        if why_not is None:
+            fused = fp32.with_name("baseline-fused.onnx")
+            figures = optimum_ort.optimize(fp32, fused, config, stage.optimization, stage.optimization_options)
+            source = fused
+        else:
+            figures = {"optimization": f"none ({why_not})"}
+    target = stage.quantization or optimum_ort.host_quantization_target()
+    figures.update(optimum_ort.quantize_dynamic(source, out, target, stage.per_channel))
+    return figures, fused
 
 
 class _Reader:

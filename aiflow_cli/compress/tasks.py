@@ -80,6 +80,11 @@ class TaskKit:
     def latency_feeds(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def hf_config(self):  # noqa: ANN201 - a transformers PretrainedConfig, or None
+        """The transformers config optimum reads (model type, heads, width); None for other models."""
+        hf = self.model.extras.get("hf_model") or getattr(self.model.whole, "model", None)
+        return getattr(hf, "config", None) if hf is not None and hasattr(hf, "config") else None
+
     # data ------------------------------------------------------------------------------------
     def check_data(self) -> str:
         """Raise if the training data this task needs is missing; return where it comes from."""

@@ -2,7 +2,8 @@
 
 ::
 
-    DIR/speculative/draft.onnx    (device)  input_ids, past_key_i/past_value_i -> logits, present_key_i/value_i
+    DIR/speculative/draft.onnx    (device)  input_ids, attention_mask, position_ids, past_key_values.N.key/value
+                                            -> logits, present.N.key/value (optimum's text-generation-with-past)
     DIR/speculative/target.onnx   (server)  the same interface, the target's layers
     DIR/manifest.json             the pair, the draft's and target's weights, the shared tokenizer's hash
 
@@ -20,7 +21,9 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, cast
+
+import onnx
 
 from aiflow_cli import __version__
 from aiflow_cli.compress.quantize import quantize_int4_stage
@@ -43,7 +46,8 @@ from aiflow_cli.models.speculative import (
     decode_alone,
     speculate,
 )
-from aiflow_cli.onnx_io import OPSET, Exporter, check_exporter
+from aiflow_cli.models.optimum_export import export_causal_lm_with_past, graph_decls
+from aiflow_cli.onnx_io import OPSET, Exporter
 from aiflow_cli.schemas.manifest import (
     Artifact,
     CodecInfo,
@@ -51,7 +55,6 @@ from aiflow_cli.schemas.manifest import (
     Manifest,
     SourceModel,
     SpeculativeInfo,
-    TensorDecl,
     Verification,
 )
 from aiflow_cli.schemas.recipe import QuantizeInt4
@@ -104,26 +107,35 @@ INT4 = QuantizeInt4(kind="quantize", method="int4", algorithm="rtn", block_size=
 INT4_F32 = INT4.model_copy(update={"accuracy_level": 1})
 
 
-def _export_lm(model: SegmentedModel, root: Path, rel: str, weights: str, exporter: Exporter) -> Artifact:
-    """One KV-cached graph. ``int4``: every MatMul weight 4-bit (MatMulNBits, blocks of 32, int8
+SPECULATIVE_EXPORTERS = ("optimum", "dynamo", "torchscript")
+
+
+def _export_lm(model: SegmentedModel, root: Path, rel: str, weights: str, exporter: str) -> Artifact:
+    """One KV-cached graph. ``optimum`` (the default) writes optimum's ``text-generation-with-past``
+    layout; ``dynamo`` / ``torchscript`` write aiflow's own (``past_key_i`` / ``past_value_i``, no
+    mask or positions). ``int4``: every MatMul weight 4-bit (MatMulNBits, blocks of 32, int8
     compute; ``int4-f32``: fp32 compute), exported first in fp32 with external data (a 1.5B model
     is 7 GB in fp32, over protobuf's 2 GB), then quantised into one file."""
     hf = model.extras["hf_model"]
-    if weights == "fp32":
-        try:
-            proto, inputs, outputs = kv_lm_onnx(hf, exporter)
-        except (ValueError, RuntimeError) as exc:
-            if sum(p.numel() for p in hf.parameters()) * 4 < 2**31:
-                raise
-            raise InputError(f"{model.spec}: fp32 weights over protobuf's 2 GB limit ({exc.__class__.__name__})",
-                             "export with --weights int4") from None
-        return save_artifact(root, rel, proto, inputs, outputs)
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
+    too_big = sum(p.numel() for p in hf.parameters()) * 4 >= 2**31
+    if weights == "fp32" and too_big:
+        raise InputError(f"{model.spec}: fp32 weights over protobuf's 2 GB limit", "export with --weights int4")
+    if weights == "fp32" and exporter != "optimum":
+        proto, inputs, outputs = kv_lm_onnx(hf, cast(Exporter, exporter))
+        return save_artifact(root, rel, proto, inputs, outputs)
     with tempfile.TemporaryDirectory(dir=root, prefix=".float-") as work:
-        fp32 = Path(work) / "float.onnx"
-        inputs, outputs = kv_lm_onnx_file(hf, fp32, exporter)
-        quantize_int4_stage(fp32, path, INT4_F32 if weights == "int4-f32" else INT4, None)
+        if exporter == "optimum":
+            fp32 = export_causal_lm_with_past(hf, Path(work))
+            inputs, outputs = graph_decls(fp32)
+        else:
+            fp32 = Path(work) / "float.onnx"
+            inputs, outputs = kv_lm_onnx_file(hf, fp32, cast(Exporter, exporter))
+        if weights == "fp32":  # optimum's graph, under 2 GB: one file, weights inline
+            onnx.save(onnx.load(str(fp32)), str(path))
+        else:
+            quantize_int4_stage(fp32, path, INT4_F32 if weights == "int4-f32" else INT4, None)
     return artifact_of(root, rel, inputs, outputs)
 
 
@@ -174,28 +186,30 @@ def verify_speculative(directory: Path, manifest: Manifest, target: SegmentedMod
 
 def export_speculative(draft: SegmentedModel, target: SegmentedModel, out_dir: Path, force: bool = False,
                        progress: Callable[[str, int, int], None] | None = None, weights: str = "fp32",
-                       exporter: str = "dynamo") -> Manifest:
+                       exporter: str = "optimum") -> Manifest:
     """Write draft.onnx, target.onnx and the manifest to ``out_dir`` (all or nothing). ``weights``:
     ``fp32`` keeps the models' weights; ``int4`` makes every MatMul 4-bit (MatMulNBits, int8
     arithmetic); ``int4-f32`` keeps the 4-bit weights but computes in fp32 (see ``INT4_F32``)."""
     if weights not in WEIGHTS:
         raise InputError(f"--weights {weights}: expected one of {', '.join(WEIGHTS)}")
-    checked: Exporter = check_exporter(exporter)
+    if exporter not in SPECULATIVE_EXPORTERS:
+        raise InputError(f"--exporter must be one of {', '.join(SPECULATIVE_EXPORTERS)}, got '{exporter}'",
+                         "optimum (the default) writes optimum's text-generation-with-past graph")
     check_same_vocabulary(draft, target)
     with staged_dir(Path(out_dir), force) as tmp:
         if progress:
             progress("export draft", 0, 3)
-        draft_art = _export_lm(draft, tmp, f"{SPECULATIVE_DIR}/draft.onnx", weights, checked)
+        draft_art = _export_lm(draft, tmp, f"{SPECULATIVE_DIR}/draft.onnx", weights, exporter)
         if progress:
             progress("export target", 1, 3)
-        target_art = _export_lm(target, tmp, f"{SPECULATIVE_DIR}/target.onnx", weights, checked)
+        target_art = _export_lm(target, tmp, f"{SPECULATIVE_DIR}/target.onnx", weights, exporter)
         if progress:
             progress("verify", 2, 3)
         verification = _verify(draft_art, target_art, target, tmp, weights)
         if not verification.passed:
             raise VerificationError(f"speculative decoding did not reproduce target-only greedy decoding "
                                     f"(token agreement {verification.agreement:.3f}); nothing written")
-        ids = TensorDecl(name="input_ids", shape=["batch", "sequence"], dtype="int64")
+        ids = next(d for d in target_art.inputs if d.name == "input_ids")  # as the graphs declare it
         pair = ExportedPair(cut=SPECULATIVE_DIR, cut_index=0, directory=SPECULATIVE_DIR,
                             codec=CodecInfo(name="token-ids", params={"wire_dtype": "int64", "weights": weights}),
                             device=draft_art, server=target_art, crossing=[ids], kv_cache=True,

@@ -33,7 +33,8 @@ from aiflow_cli.schemas.manifest import TensorDecl
 
 __all__ = ["Sampling", "GREEDY", "KVSession", "crop_past", "distribution", "sparse_distribution", "q_of", "verify_greedy",
            "verify_sampled", "verify_round", "draft_tokens", "Drafter", "LocalVerifier", "Rounds", "KPolicy", "FixedK", "AutoK",
-           "expected_tokens", "speculate", "decode_alone", "empty_past", "MAX_K"]
+           "expected_tokens", "speculate", "decode_alone", "empty_past", "MAX_K", "past_decls_of", "lm_feeds",
+           "POSITION_INPUTS"]
 
 MAX_K = 64
 # The draft's and the target's random draws must be independent (a shared stream would tie the
@@ -139,24 +140,51 @@ def verify_round(target_logits: np.ndarray, drafts: list[int], supports: list[np
     return verify_sampled(target_logits, drafts, supports, probs, sampling, rng)
 
 
+# Inputs an optimum ``text-generation-with-past`` graph takes besides the ids and the cache;
+# aiflow's own KV graphs compute both from the cache's length.
+POSITION_INPUTS = ("attention_mask", "position_ids")
+
+
+def past_decls_of(inputs: list[TensorDecl]) -> list[TensorDecl]:
+    """The cache inputs of a KV-cached LM, in the graph's order (``past_key_i``/``past_value_i`` in
+    aiflow's graphs, ``past_key_values.N.key/value`` in optimum's): the graph returns the grown
+    cache in the same order after ``logits``."""
+    return [d for d in inputs if d.name not in ("input_ids", "hidden_states", *POSITION_INPUTS)]
+
+
+def lm_feeds(input_names: set[str] | frozenset[str], ids: np.ndarray, past: dict[str, np.ndarray],
+             past_length: int) -> dict[str, np.ndarray]:
+    """One pass's feeds for ``ids`` (1, n) on top of a cache of ``past_length`` positions, with the
+    mask and positions an optimum graph wants (an unpadded batch of one: all ones, past + arange)."""
+    feeds = {"input_ids": ids, **past}
+    n = ids.shape[1]
+    if "attention_mask" in input_names:
+        feeds["attention_mask"] = np.ones((1, past_length + n), dtype=np.int64)
+    if "position_ids" in input_names:
+        feeds["position_ids"] = np.arange(past_length, past_length + n, dtype=np.int64)[None]
+    return feeds
+
+
 def empty_past(decls: list[TensorDecl]) -> dict[str, np.ndarray]:
-    """An empty KV cache (length 0) for the declared ``past_*`` inputs, batch 1."""
-    return {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in decls}
+    """An empty KV cache (length 0) for the declared cache inputs, batch 1 (other inputs ignored)."""
+    return {d.name: np.zeros((1, d.shape[1], 0, d.shape[3]), dtype=np.float32) for d in past_decls_of(decls)}
 
 
 def crop_past(past: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
-    """A KV cache (``past_key_values.N.key/value``: batch x heads x positions x head dim) cut to its
-    first ``length`` positions: what a verified or retried step keeps."""
+    """A KV cache (batch x heads x positions x head dim per tensor) cut to its first ``length``
+    positions: what a verified or retried step keeps."""
     return {k: v[:, :, :length] for k, v in past.items()}
 
 
 class KVSession:
     """An ONNX causal LM (``input_ids`` + past key/values -> ``logits`` + present) with its own cache.
-    Several sessions may share one onnxruntime session (a server: one model, a cache per client)."""
+    Several sessions may share one onnxruntime session (a server: one model, a cache per client).
+    Reads both aiflow's KV layout and optimum's (see :func:`past_decls_of`)."""
 
     def __init__(self, session, inputs: list[TensorDecl]) -> None:  # noqa: ANN001 - onnxruntime.InferenceSession
         self.session = session
-        self.past_decls = inputs[1:]
+        self.past_decls = past_decls_of(inputs)
+        self.input_names = frozenset(d.name for d in inputs)
         self.reset()
 
     @classmethod
@@ -169,7 +197,8 @@ class KVSession:
 
     def feed(self, ids: list[int]) -> np.ndarray:
         """Run ``ids`` on top of the cache; (len(ids), V) logits; the cache grows by len(ids)."""
-        outs = self.session.run(None, {"input_ids": np.asarray([ids], dtype=np.int64), **self.past})
+        feeds = lm_feeds(self.input_names, np.asarray([ids], dtype=np.int64), self.past, self.length)
+        outs = self.session.run(None, feeds)
         self.past = {d.name: v for d, v in zip(self.past_decls, outs[1:])}
         self.length += len(ids)
         return outs[0][0]

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aiflow_cli.errors import ConfigError
 from aiflow_cli.schemas.loading import (
@@ -70,12 +70,36 @@ class PruneDepth(_Stage):
 
 
 class QuantizeDynamic(_Stage):
-    """onnxruntime dynamic int8: weights int8 offline, activations quantised at run time."""
+    """Dynamic int8 (weights int8 offline, activations quantised at run time) through optimum:
+    ``ORTOptimizer`` fusions at ``optimization`` (applied to the fp32 baseline too, so the ratio
+    measures quantisation alone), then ``ORTQuantizer`` with ``AutoQuantizationConfig.<quantization>``."""
 
     kind: Literal["quantize"]
     method: Literal["dynamic"]
     per_channel: bool = True
-    optimize: bool = Field(default=True, description="apply onnxruntime transformer fusions first (both baselines)")
+    optimization: Literal["none", "O1", "O2", "O3"] = Field(
+        default="O2", description="optimum AutoOptimizationConfig level for transformer models (none: no fusions)")
+    optimization_options: dict[str, bool] = Field(
+        default_factory=dict, description="OptimizationConfig fields to override, e.g. "
+                                          "disable_embed_layer_norm_fusion: false")
+    quantization: Literal["avx512_vnni", "avx512", "avx2", "arm64"] | None = Field(
+        default=None, description="optimum AutoQuantizationConfig; default: this CPU's (avx512_vnni, avx512, avx2 "
+                                  "or arm64)")
+    optimize: bool | None = Field(default=None, exclude=True, description="older spelling: true = optimization O2, false = none")
+
+    @model_validator(mode="after")
+    def _older_spelling(self) -> "QuantizeDynamic":
+        if self.optimize is not None:
+            if "optimization" in self.model_fields_set:
+                raise ValueError("give 'optimization' (O1-O3 or none) or the older 'optimize', not both")
+            self.optimization = "O2" if self.optimize else "none"
+            self.optimize = None
+        from optimum.onnxruntime.configuration import OptimizationConfig
+
+        unknown = sorted(set(self.optimization_options) - set(OptimizationConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"optimization_options: unknown OptimizationConfig field(s) {', '.join(unknown)}")
+        return self
 
 
 class QuantizeStatic(_Stage):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from aiflow_cli.errors import InputError
-from aiflow_cli.models.speculative import MAX_K, Sampling, verify_round
+from aiflow_cli.models.speculative import MAX_K, Sampling, lm_feeds, past_decls_of, verify_round
 from aiflow_cli.ort import ort_session
 from aiflow_cli.schemas.manifest import ExportedPair, SpeculativeInfo
 from aiflow_cli.serve.server.halves import (
@@ -74,7 +74,8 @@ class VerifierModel(ServedModel):
                           {"name": "tokens", "datatype": "INT64", "shape": [-1]}])
         self.info = info
         self.session = ort_session(Path(root) / pair.server.file, threads)
-        self.past_decls = pair.server.inputs[1:]
+        self.past_decls = past_decls_of(pair.server.inputs)
+        self.input_names = frozenset(d.name for d in pair.server.inputs)
         self.cache = SessionCache(self.past_decls, max_sessions, idle_seconds)
 
     def metadata(self) -> dict[str, Any]:
@@ -84,7 +85,7 @@ class VerifierModel(ServedModel):
         return meta
 
     def _feed(self, session, ids: np.ndarray) -> np.ndarray:  # noqa: ANN001 - halves._Session
-        outs = self.session.run(None, {"input_ids": ids.reshape(1, -1), **session.past})
+        outs = self.session.run(None, lm_feeds(self.input_names, ids.reshape(1, -1), session.past, session.position))
         session.past = {d.name: v for d, v in zip(self.past_decls, outs[1:])}
         session.position += ids.size
         return outs[0][0]
