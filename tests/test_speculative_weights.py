@@ -78,3 +78,25 @@ def test_optimums_graph_decodes_like_aiflows_own_with_its_cache_layout(tiny_llam
     assert np.abs(runs[0]).max() > 0.1  # not a pair of zero graphs
     diff = _k_pass_vs_single_steps(tmp_path / theirs.file, theirs.inputs, ids, past=16)
     assert diff < 1e-5
+
+
+def test_int8_weights_quantise_every_matmul_and_the_embedding_and_round_per_pass(tiny_llama, tmp_path):
+    """``--weights int8``: every MatMul (the LM head included) is DynamicQuantizeMatMul and the
+    embedding is an int8 table; the logits stay close to fp32's, and, like int4 with int8 compute, a
+    k-token pass and single steps round apart (activations are quantised per pass), which is why the
+    export counts flips instead of requiring identity."""
+    fp32 = _export_lm(tiny_llama, tmp_path, "fp32.onnx", "fp32", "optimum")
+    int8 = _export_lm(tiny_llama, tmp_path, "int8.onnx", "int8", "optimum")
+    graph = onnx.load(str(tmp_path / int8.file)).graph
+    weights = graph.initializer
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("DynamicQuantizeMatMul") == 2 * 7 + 1  # 2 layers x (q, k, v, o, gate, up, down) + the head
+    left = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in {t.name for t in weights}]
+    assert not left  # the MatMuls left multiply activations (attention, rotary), not weights
+    assert not [t.name for t in weights if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2
+                and t.dims[0] * t.dims[1] >= 4096]  # no large float table left
+    ids = [int(i) for i in np.random.default_rng(2).integers(0, 512, 24)]
+    a = KVSession.open(tmp_path / fp32.file, fp32.inputs, threads=1).feed(ids)
+    b = KVSession.open(tmp_path / int8.file, int8.inputs, threads=1).feed(ids)
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+    assert _k_pass_vs_single_steps(tmp_path / int8.file, int8.inputs, ids, past=16) > 1e-4

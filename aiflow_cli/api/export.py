@@ -40,8 +40,10 @@ class SpeculativeSettings(Settings):
     target: str = Field(description="The server's target model (zoo:..., hf:..., a folder).")
     export: Path = Field(description="Write draft.onnx, target.onnx, the tokenizer and manifest.json here (all or "
                                      "nothing).")
-    weights: Literal["fp32", "int4", "int4-f32"] = Field(
-        "fp32", description="fp32 (the models' own weights), int4 (every MatMul 4-bit, MatMulNBits with int8 compute: "
+    weights: Literal["fp32", "int8", "int4", "int4-f32"] = Field(
+        "fp32", description="fp32 (the models' own weights), int8 (every MatMul and the embedding int8, activations "
+                            "quantised per pass: a verification's cost grows least with k; near-ties may flip, "
+                            "counted), int4 (every MatMul 4-bit, MatMulNBits with int8 compute: "
                             "needed for models over 2 GB in fp32, e.g. the Qwen pair; k-token and 1-token passes can "
                             "round apart and flip near-ties) or int4-f32 (the same weights, fp32 compute: 2-3x slower "
                             "here, no such flips).")

@@ -26,6 +26,7 @@ from typing import Callable, cast
 import onnx
 
 from aiflow_cli import __version__
+from aiflow_cli.compress.int8_weights import quantize_int8_streaming
 from aiflow_cli.compress.quantize import quantize_int4_stage
 from aiflow_cli.errors import InputError, VerificationError
 from aiflow_cli.export.api import source_model_of
@@ -97,7 +98,7 @@ def check_same_vocabulary(draft: SegmentedModel, target: SegmentedModel) -> None
                          "pick a draft with the target's output vocabulary")
 
 
-WEIGHTS = ("fp32", "int4", "int4-f32")
+WEIGHTS = ("fp32", "int8", "int4", "int4-f32")
 INT4 = QuantizeInt4(kind="quantize", method="int4", algorithm="rtn", block_size=32, symmetric=True, accuracy_level=4)
 # The same 4-bit weights with fp32 arithmetic (MatMulNBits accuracy_level 1). With int8 compute
 # (level 4) the activations are quantised per pass, so a k-token verification and k one-token
@@ -113,7 +114,9 @@ SPECULATIVE_EXPORTERS = ("optimum", "dynamo", "torchscript")
 def _export_lm(model: SegmentedModel, root: Path, rel: str, weights: str, exporter: str) -> Artifact:
     """One KV-cached graph. ``optimum`` (the default) writes optimum's ``text-generation-with-past``
     layout; ``dynamo`` / ``torchscript`` write aiflow's own (``past_key_i`` / ``past_value_i``, no
-    mask or positions). ``int4``: every MatMul weight 4-bit (MatMulNBits, blocks of 32, int8
+    mask or positions). ``int8``: every MatMul weight (the LM head included) and the embedding int8
+    per column / row, activations quantised per pass (``DynamicQuantizeMatMul``), streamed tensor by
+    tensor (``compress.int8_weights``). ``int4``: every MatMul weight 4-bit (MatMulNBits, blocks of 32, int8
     compute; ``int4-f32``: fp32 compute), exported first in fp32 with external data (a 1.5B model
     is 7 GB in fp32, over protobuf's 2 GB), then quantised into one file."""
     hf = model.extras["hf_model"]
@@ -134,6 +137,8 @@ def _export_lm(model: SegmentedModel, root: Path, rel: str, weights: str, export
             inputs, outputs = kv_lm_onnx_file(hf, fp32, cast(Exporter, exporter))
         if weights == "fp32":  # optimum's graph, under 2 GB: one file, weights inline
             onnx.save(onnx.load(str(fp32)), str(path))
+        elif weights == "int8":
+            quantize_int8_streaming(fp32, path)
         else:
             quantize_int4_stage(fp32, path, INT4_F32 if weights == "int4-f32" else INT4, None)
     return artifact_of(root, rel, inputs, outputs)
@@ -147,7 +152,7 @@ def _verify(draft_art: Artifact, target_art: Artifact, target: SegmentedModel, r
     one-token steps round apart, so speculative greedy may leave the target's own at a near-tie:
     those prompts are counted (``flips``) and reported, not refused, since whether two check
     prompts happen to hit a near-tie says nothing about the export."""
-    exact_reference, exact_speculation = weights == "fp32", weights != "int4"
+    exact_reference, exact_speculation = weights == "fp32", weights not in ("int4", "int8")
     eos = eos_ids(target)
     target_lm = KVSession.open(root / target_art.file, target_art.inputs)
     draft_lm = KVSession.open(root / draft_art.file, draft_art.inputs)
