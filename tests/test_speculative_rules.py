@@ -4,6 +4,7 @@ wire, the choice of k, and the inputs it refuses."""
 
 from __future__ import annotations
 
+import time
 from itertools import product
 from types import SimpleNamespace
 
@@ -246,3 +247,60 @@ def test_different_vocabularies_are_refused_before_any_weights_load(runner, monk
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "vocabularies differ" in lines[0], result.output
     assert not out.exists()
+
+
+class _SlowVerifier(LocalVerifier):
+    """A LocalVerifier whose answer takes a while, as a round trip does: the device drafts meanwhile."""
+
+    def verify(self, committed, drafts, supports, probs):  # noqa: ANN001, ANN201
+        time.sleep(0.002)
+        return super().verify(committed, drafts, supports, probs)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_overlapped_drafting_still_outputs_the_targets_greedy_tokens_and_uses_blocks_drafted_ahead(k):
+    target, draft = _tables(1)
+    mostly_right = target.copy()
+    mostly_right[np.argmax(target[0])] = target[3]  # wrong after one token only
+    used = 0
+    for start in range(VOCAB):
+        reference = decode_alone(BigramLM(target), [start], 24)
+        for d in (draft, mostly_right):
+            rounds = speculate(Drafter(BigramLM(d)), _SlowVerifier(BigramLM(target)), [start], 24, k, overlap=True)
+            assert rounds.tokens == reference
+            used += rounds.ahead_used if d is mostly_right else 0
+    perfect = speculate(Drafter(BigramLM(target)), _SlowVerifier(BigramLM(target)), [0], 25, 4, overlap=True)
+    assert perfect.ahead_used == len(perfect.accepted) - 1  # a perfect draft: every round after the first was ready
+    assert perfect.accepted == [4] * 5
+    assert used > 0  # an imperfect draft's blocks are kept too, when it was right
+
+
+def _sampled_quads(sampling: Sampling, runs: int) -> np.ndarray:
+    target, draft = _tables()
+    counts = np.zeros((VOCAB,) * 4)
+    used = 0
+    for seed in range(runs):
+        rounds = speculate(Drafter(BigramLM(draft), sampling, seed), LocalVerifier(BigramLM(target), sampling, seed),
+                           [0], 4, 1, overlap=True)
+        counts[tuple(rounds.tokens)] += 1
+        used += rounds.ahead_used
+    assert used > runs // 20  # the second round's draft was often made during the first verification
+    return counts
+
+
+def test_overlapped_sampling_keeps_the_target_only_distribution_over_four_tokens():
+    """k = 1, four tokens (top-3 sampling: at most 81 sequences): the second round's draft is made
+    while the first is verified and kept only when the first draft and the guessed extra token were
+    right; the joint distribution of the four tokens still matches target-only sampling (chi-square,
+    8,000 seeds, p above 1e-3)."""
+    sampling = Sampling(temperature=1.0, top_k=3)
+    target = _tables()[0]
+    counts = _sampled_quads(sampling, 8000)
+    exact = np.zeros((VOCAB,) * 4)
+    for seq in product(range(VOCAB), repeat=4):
+        prev, prob = 0, 1.0
+        for t in seq:
+            prob *= distribution(target[prev], sampling)[t]
+            prev = t
+        exact[seq] = prob
+    assert _chi_square_p(counts, exact) > P_VALUE_FLOOR

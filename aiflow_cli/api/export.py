@@ -47,6 +47,10 @@ class SpeculativeSettings(Settings):
                             "needed for models over 2 GB in fp32, e.g. the Qwen pair; k-token and 1-token passes can "
                             "round apart and flip near-ties) or int4-f32 (the same weights, fp32 compute: 2-3x slower "
                             "here, no such flips).")
+    draft_weights: Literal["fp32", "int8", "int4", "int4-f32"] | None = Field(
+        None, description="The draft's weights when they should differ from the target's (default: --weights), "
+                          "e.g. --weights int8 --draft-weights int4: the cheapest one-token draft, the flattest "
+                          "verifier.")
     force: bool = Field(False, description="Replace an existing export folder.")
     exporter: Literal["optimum", "dynamo", "torchscript"] = Field(
         "optimum", description="ONNX exporter: optimum (default; optimum-onnx's text-generation-with-past graph, "
@@ -74,4 +78,4 @@ def export_speculative(settings: SpeculativeSettings, progress: Progress | None 
     if progress:
         progress("load models", 2, 2)
     return export_pair(draft, target, s.export, force=s.force, progress=progress, weights=s.weights,
-                       exporter=s.exporter)
+                       exporter=s.exporter, draft_weights=s.draft_weights)

@@ -49,6 +49,9 @@ class GenerateSettings(Settings):
     top_p: float = Field(1.0, description="Sampling: nucleus cut.")
     top_k: int = Field(0, description="Sampling: keep the k most likely tokens (0: all).")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Sampling seed.")
+    overlap: bool = Field(False, description="Speculative: draft the next block while each verification is in "
+                                             "flight, kept when every draft and the guessed extra token were right "
+                                             "(lossless, as without).")
     server_only: bool = Field(False, description="Speculative: also time the target generating alone on the server "
                                                  "(the baseline).")
     token_file: Optional[Path] = Field(None, description="A file holding the server's bearer token.")
@@ -120,7 +123,7 @@ def generate(settings: GenerateSettings, progress: Callable[[str, int, int], Non
                 ids = tokenizer(prompt)["input_ids"]
                 k = auto if settings.k == "auto" else int(settings.k)
                 rounds, stats = device.generate(client, ids, settings.max_new_tokens, k, settings.sampling,
-                                                settings.seed, draft)
+                                                settings.seed, draft, overlap=settings.overlap)
                 item = GeneratedText(prompt, tokenizer.decode(rounds.tokens), rounds.tokens, rounds.ms_per_token,
                                      stats.round_trips, rounds.acceptance, rounds.proposed, sum(stats.request_bytes),
                                      None if settings.sampling.greedy else stats.sampling_bytes_per_draft,

@@ -155,6 +155,8 @@ class BenchSettings(Settings):
     ks: list[int] = Field([1, 2, 3, 4, 6, 8, 12, 16, 24], description="With --speculative: the draft lengths, e.g. "
                                                                       "1,2,4,8,16,24.")
     prompts: int = Field(8, ge=1, le=10_000, description="With --speculative: Spec-Bench prompts per point.")
+    overlap: bool = Field(False, description="With --speculative: every k again with the next block drafted while "
+                                             "each verification is in flight (the gain per k and link).")
     new_tokens: int = Field(32, ge=4, le=4096, description="With --speculative: tokens per prompt.")
 
     SPECULATIVE_LINKS: ClassVar[tuple[str, ...]] = ("0.5MB/s,20ms", "1MB/s,20ms", "2MB/s,20ms")  # --speculative without --link
@@ -190,7 +192,7 @@ def bench(settings: BenchSettings, progress: Progress | None = None
         from aiflow_cli.serve.studies.spec_study import run_spec_study
 
         links = [parse_bench_link(text) for text in s.link or BenchSettings.SPECULATIVE_LINKS]
-        return run_spec_study(s.directory, links, s.ks, s.prompts, s.new_tokens, progress=progress)
+        return run_spec_study(s.directory, links, s.ks, s.prompts, s.new_tokens, overlap=s.overlap, progress=progress)
     if s.trace is not None:
         from aiflow_cli.serve.link.proxy import read_trace
         from aiflow_cli.serve.studies.bench import run_adaptive_bench

@@ -153,6 +153,7 @@ def generate_cmd(
     top_k: Annotated[int, opt(G, "top_k")] = GD.top_k,
     seed: Annotated[int, opt(G, "seed")] = GD.seed,
     server_only: Annotated[bool, opt(G, "server_only")] = GD.server_only,
+    overlap: Annotated[bool, opt(G, "overlap")] = GD.overlap,
     token_file: Annotated[Optional[Path], opt(G, "token_file")] = GD.token_file,
     out: OutFileOpt = None,
     as_json: JsonOpt = False,
@@ -207,6 +208,7 @@ def bench_cmd(
     ks: Annotated[str, opt(B, "ks")] = ",".join(map(str, BD.ks)),
     prompts: Annotated[int, opt(B, "prompts")] = BD.prompts,
     new_tokens: Annotated[int, opt(B, "new_tokens")] = BD.new_tokens,
+    overlap: Annotated[bool, opt(B, "overlap")] = BD.overlap,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: measured vs predicted per component (with "
                                                                 "--speculative: TPOT against k).")] = None,
     out: OutFileOpt = None,
@@ -270,22 +272,30 @@ def _render_spec(study) -> None:  # noqa: ANN001 - SpecStudy
         table.add_column(base.link, justify="right")
     table.add_column("acceptance", justify="right")
     table.add_column("co-located", justify="right")
-    for k in [*ks, "auto"]:
-        row = [str(k)]
-        for base in study.baselines:
-            p = next((q for q in study.points if q.link == base.link and q.k == k), None)
-            row.append("-" if p is None else f"{p.tpot_ms:.1f} / {p.predicted_tpot_ms:.1f} ({100 * p.error:+.0f}%)")
-        first = next((q for q in study.points if q.k == k), None)
-        row += ["-" if first is None else f"{first.acceptance:.2f}",
-                f"{study.colocated_tpot_ms[k]:.1f}" if k in study.colocated_tpot_ms else "-"]
-        table.add_row(*row)
+    overlaps = sorted({p.overlap for p in study.points})
+    for overlap in overlaps:
+        for k in [*ks, "auto"]:
+            row = [f"{k}{' overlap' if overlap else ''}"]
+            for base in study.baselines:
+                p = next((q for q in study.points if q.link == base.link and q.k == k and q.overlap == overlap), None)
+                row.append("-" if p is None else f"{p.tpot_ms:.1f} / {p.predicted_tpot_ms:.1f} ({100 * p.error:+.0f}%)")
+            first = next((q for q in study.points if q.k == k and q.overlap == overlap), None)
+            row += ["-" if first is None else f"{first.acceptance:.2f}",
+                    f"{study.colocated_tpot_ms[k]:.1f}" if k in study.colocated_tpot_ms and not overlap else "-"]
+            if first is not None:
+                table.add_row(*row)
     table.add_row("server-only", *[f"{b.server_only_tpot_ms:.1f}" for b in study.baselines], "", "")
     show(table)
     for base in study.baselines:
         best = study.best_k[base.link]
-        point = next(q for q in study.points if q.link == base.link and q.k == best)
+        point = next(q for q in study.points if q.link == base.link and q.k == best and not q.overlap)
         console.print(f"{base.link}: best k {best} at {point.tpot_ms / base.server_only_tpot_ms:.2f}x server-only; "
                       f"crossover k {study.crossover_k[base.link]}", highlight=False)
+        if base.link in study.best_k_overlap:
+            best = study.best_k_overlap[base.link]
+            point = next(q for q in study.points if q.link == base.link and q.k == best and q.overlap)
+            console.print(f"{base.link} with overlap: best k {best} at "
+                          f"{point.tpot_ms / base.server_only_tpot_ms:.2f}x server-only", highlight=False)
     worst = max(abs(p.error) for p in study.points)
     console.print(("[green]within[/]" if worst <= PREDICTION_LIMIT else "[red]outside[/]")
                   + f" {PREDICTION_LIMIT:.0%} for every point (worst {worst:.0%})")

@@ -276,6 +276,7 @@ def speculative_cmd(
     target: Annotated[str, opt(S, "target")],
     export: Annotated[Path, opt(S, "export")],
     weights: Annotated[str, opt(S, "weights")] = SD.weights,
+    draft_weights: Annotated[Optional[str], opt(S, "draft_weights")] = SD.draft_weights,
     force: Annotated[bool, opt(S, "force")] = SD.force,
     exporter: Annotated[str, opt(S, "exporter")] = SD.exporter,
     trust_remote_code: TrustRemoteCodeOpt = SD.trust_remote_code,

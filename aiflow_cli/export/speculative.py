@@ -191,12 +191,17 @@ def verify_speculative(directory: Path, manifest: Manifest, target: SegmentedMod
 
 def export_speculative(draft: SegmentedModel, target: SegmentedModel, out_dir: Path, force: bool = False,
                        progress: Callable[[str, int, int], None] | None = None, weights: str = "fp32",
-                       exporter: str = "optimum") -> Manifest:
+                       exporter: str = "optimum", draft_weights: str | None = None) -> Manifest:
     """Write draft.onnx, target.onnx and the manifest to ``out_dir`` (all or nothing). ``weights``:
     ``fp32`` keeps the models' weights; ``int4`` makes every MatMul 4-bit (MatMulNBits, int8
-    arithmetic); ``int4-f32`` keeps the 4-bit weights but computes in fp32 (see ``INT4_F32``)."""
-    if weights not in WEIGHTS:
-        raise InputError(f"--weights {weights}: expected one of {', '.join(WEIGHTS)}")
+    arithmetic); ``int4-f32`` keeps the 4-bit weights but computes in fp32 (see ``INT4_F32``);
+    ``int8`` quantises every MatMul and the embedding to int8. ``draft_weights`` (default: ``weights``)
+    lets the draft take the cheapest one-token kernel while the target takes the one whose cost
+    grows least with k; only the target's weights decide whether the output is exact."""
+    draft_weights = draft_weights or weights
+    for flag, value in (("--weights", weights), ("--draft-weights", draft_weights)):
+        if value not in WEIGHTS:
+            raise InputError(f"{flag} {value}: expected one of {', '.join(WEIGHTS)}")
     if exporter not in SPECULATIVE_EXPORTERS:
         raise InputError(f"--exporter must be one of {', '.join(SPECULATIVE_EXPORTERS)}, got '{exporter}'",
                          "optimum (the default) writes optimum's text-generation-with-past graph")
@@ -204,7 +209,7 @@ def export_speculative(draft: SegmentedModel, target: SegmentedModel, out_dir: P
     with staged_dir(Path(out_dir), force) as tmp:
         if progress:
             progress("export draft", 0, 3)
-        draft_art = _export_lm(draft, tmp, f"{SPECULATIVE_DIR}/draft.onnx", weights, exporter)
+        draft_art = _export_lm(draft, tmp, f"{SPECULATIVE_DIR}/draft.onnx", draft_weights, exporter)
         if progress:
             progress("export target", 1, 3)
         target_art = _export_lm(target, tmp, f"{SPECULATIVE_DIR}/target.onnx", weights, exporter)
@@ -216,7 +221,8 @@ def export_speculative(draft: SegmentedModel, target: SegmentedModel, out_dir: P
                                     f"(token agreement {verification.agreement:.3f}); nothing written")
         ids = next(d for d in target_art.inputs if d.name == "input_ids")  # as the graphs declare it
         pair = ExportedPair(cut=SPECULATIVE_DIR, cut_index=0, directory=SPECULATIVE_DIR,
-                            codec=CodecInfo(name="token-ids", params={"wire_dtype": "int64", "weights": weights}),
+                            codec=CodecInfo(name="token-ids", params={"wire_dtype": "int64", "weights": weights,
+                                                                          "draft_weights": draft_weights}),
                             device=draft_art, server=target_art, crossing=[ids], kv_cache=True,
                             verification=verification)
         cfg = target.extras["hf_model"].config

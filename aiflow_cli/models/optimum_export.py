@@ -62,18 +62,23 @@ def export_causal_lm_with_past(hf_model: torch.nn.Module, folder: Path) -> Path:
     ``onnx_export_from_model``; returns its path. The graph records the exporter in its metadata
     (``aiflow.exporter``), as aiflow's own exports do."""
     from optimum.exporters.onnx import onnx_export_from_model
+    from transformers.utils import logging as hf_logging
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     quiet = logging.getLogger("optimum")
-    level = quiet.level
+    level, hf_level = quiet.level, hf_logging.get_verbosity()
     quiet.setLevel(logging.ERROR)  # one INFO line per step otherwise
+    # optimum re-loads the tokenizer to copy it beside the graph (unused here; the export ships its own),
+    # and transformers then repeats a regex warning that is a false alarm for these models (docs/benchmarks.md)
+    hf_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")  # TorchScript tracer warnings about Python control flow
             onnx_export_from_model(hf_model.eval(), folder, task=OPTIMUM_TASK, do_validation=False)
     finally:
         quiet.setLevel(level)
+        hf_logging.set_verbosity(hf_level)
     path = folder / "model.onnx"
     proto = onnx.load(str(path), load_external_data=False)
     onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, EXPORTER_KEY: optimum_label()})

@@ -271,6 +271,7 @@ class Rounds:
     draft_ms: list[float] = field(default_factory=list)  # drafting time per round
     verify_ms: list[float] = field(default_factory=list)  # verification time per round (a round trip when remote)
     seconds: float = 0.0
+    ahead_used: int = 0  # rounds whose drafts were made while the previous verification was in flight
 
     @property
     def acceptance(self) -> float:
@@ -360,11 +361,37 @@ class AutoK:
         self.verify.append((k, verify_ms))
 
 
+@dataclass
+class _Ahead:
+    """Drafts made while a verification was in flight, for the prefix they assumed."""
+
+    prefix: list[int]
+    drafts: list[int]
+    supports: list[np.ndarray]
+    probs: list[np.ndarray]
+
+
+def _timed_verify(verifier, committed: list[int], drafts: list[int], supports: list[np.ndarray],  # noqa: ANN001
+                  probs: list[np.ndarray]) -> tuple[int, int, float]:
+    t0 = time.perf_counter()
+    accepted, token = verifier.verify(committed, drafts, supports, probs)
+    return accepted, token, (time.perf_counter() - t0) * 1e3
+
+
 def speculate(drafter: Drafter, verifier, prompt: list[int], max_new_tokens: int, k: int | KPolicy,  # noqa: ANN001
-              eos: set[int] | None = None) -> Rounds:
+              eos: set[int] | None = None, overlap: bool = False) -> Rounds:
     """Generate up to ``max_new_tokens`` after ``prompt`` in rounds of ``k`` drafts (or as many as the
     policy chooses each round); stops at ``eos``.
-    ``verifier.verify(committed, drafts, supports, probs) -> (accepted, token)``."""
+    ``verifier.verify(committed, drafts, supports, probs) -> (accepted, token)``.
+
+    ``overlap``: no idle round trip. While a round's verification is in flight (a worker thread
+    waits for it), the device assumes every draft will be kept, guesses the target's extra token
+    with the draft's own choice, and drafts the next block after that guess. When the answer
+    confirms both (all drafts kept, the extra token equal to the guess), the next round starts
+    with that block already drafted; otherwise the block is dropped and the draft's cache cropped,
+    as after any rejection. Lossless and distribution-exact as without overlap: a kept block was
+    drafted from exactly the prefix the target committed, and every draft still passes the same
+    verification (``tests/test_speculative_rules.py``)."""
     if max_new_tokens < 1:
         raise InputError(f"max new tokens must be at least 1, got {max_new_tokens}")
     policy = FixedK(k) if isinstance(k, int) else k
@@ -372,29 +399,54 @@ def speculate(drafter: Drafter, verifier, prompt: list[int], max_new_tokens: int
         raise InputError(f"k (draft tokens per round) must be in 1..{MAX_K}, got {k}")
     committed = list(prompt)
     out = Rounds(tokens=[])
+    ahead: _Ahead | None = None
+    pool = None
+    if overlap:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="verify")
     start = time.perf_counter()
-    while len(out.tokens) < max_new_tokens:
-        room = max_new_tokens - len(out.tokens)
-        step = min(policy.choose(), room - 1)  # no draft beyond what is still wanted (the target adds one more)
-        before = len(committed)
-        t0 = time.perf_counter()
-        drafts, supports, probs = drafter.propose(committed, step)
-        t1 = time.perf_counter()
-        accepted, token = verifier.verify(committed, drafts, supports, probs)
-        t2 = time.perf_counter()
-        drafter.keep(before, accepted)
-        if out.accepted:  # not the first round: it carried the prompt (a prefill, not a decode round)
-            policy.observe(step, accepted, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
-        out.accepted.append(accepted)
-        out.proposed.append(step)
-        out.draft_ms.append((t1 - t0) * 1e3)
-        out.verify_ms.append((t2 - t1) * 1e3)
-        for t in drafts[:accepted] + [token]:
-            out.tokens.append(t)
-            committed.append(t)
-            if (eos and t in eos) or len(out.tokens) >= max_new_tokens:
-                out.seconds = time.perf_counter() - start
-                return out
+    try:
+        while len(out.tokens) < max_new_tokens:
+            room = max_new_tokens - len(out.tokens)
+            step = min(policy.choose(), room - 1)  # no draft beyond what is still wanted (the target adds one more)
+            before = len(committed)
+            t0 = time.perf_counter()
+            if ahead is not None and ahead.prefix == committed and len(ahead.drafts) >= step:
+                drafts, supports, probs = ahead.drafts[:step], ahead.supports[:step], ahead.probs[:step]
+                out.ahead_used += 1
+            else:
+                drafts, supports, probs = drafter.propose(committed, step)
+            ahead = None
+            t1 = time.perf_counter()
+            if pool is not None and drafts and room - 1 > len(drafts) + 1:
+                future = pool.submit(_timed_verify, verifier, list(committed), drafts, supports, probs)
+                assumed = committed + drafts
+                guess, _, _ = drafter.propose(assumed, 1)  # the target's extra token, as the draft sees it
+                nxt, nxt_supports, nxt_probs = drafter.propose(assumed + guess, step)
+                accepted, token, verify_ms = future.result()
+                if accepted == len(drafts) and token == guess[0]:
+                    ahead = _Ahead(assumed + guess, nxt, nxt_supports, nxt_probs)
+            else:
+                accepted, token, verify_ms = _timed_verify(verifier, committed, drafts, supports, probs)
+            t2 = time.perf_counter()
+            if ahead is None:
+                drafter.keep(before, accepted)
+            if out.accepted:  # not the first round: it carried the prompt (a prefill, not a decode round)
+                policy.observe(step, accepted, (t1 - t0) * 1e3, verify_ms)
+            out.accepted.append(accepted)
+            out.proposed.append(step)
+            out.draft_ms.append((t1 - t0) * 1e3)
+            out.verify_ms.append((t2 - t1) * 1e3)
+            for t in drafts[:accepted] + [token]:
+                out.tokens.append(t)
+                committed.append(t)
+                if (eos and t in eos) or len(out.tokens) >= max_new_tokens:
+                    out.seconds = time.perf_counter() - start
+                    return out
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     out.seconds = time.perf_counter() - start
     return out
 

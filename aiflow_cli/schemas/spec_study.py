@@ -39,6 +39,10 @@ class StudyPoint(Strict):
     acceptance_by_category: dict[str, float] = Field(default_factory=dict)
     request_bytes_per_round: float
     ks_chosen: list[int] = Field(default_factory=list, description="k auto: the k of each round")
+    overlap: bool = Field(False, description="the device drafted the next block while each verification was in "
+                                             "flight (--overlap)")
+    ahead_used: float = Field(0.0, description="with overlap: share of decode rounds whose drafts were made during "
+                                               "the previous round trip")
 
 
 class LinkBaseline(Strict):
@@ -65,6 +69,7 @@ class SpecStudy(Strict):
                                                             "(no link)")
     baselines: list[LinkBaseline]
     points: list[StudyPoint]
-    best_k: dict[str, int] = Field(description="link -> the fixed k with the lowest measured TPOT")
+    best_k: dict[str, int] = Field(description="link -> the fixed k with the lowest measured TPOT (without overlap)")
+    best_k_overlap: dict[str, int] = Field(default_factory=dict, description="link -> the same with --overlap")
     crossover_k: dict[str, int | None] = Field(description="link -> the smallest k above the best whose TPOT is worse "
                                                            "than server-only (None: none in the range)")

@@ -157,7 +157,10 @@ class SpeculativeDevice:
         return KVSession.open(self.directory / self.pair.device.file, self.pair.device.inputs, self.threads)
 
     def generate(self, client: V2Client, prompt: list[int], max_new_tokens: int, k: int | KPolicy,
-                 sampling: Sampling = GREEDY, seed: int = 0, draft: KVSession | None = None) -> tuple[Rounds, RemoteStats]:
+                 sampling: Sampling = GREEDY, seed: int = 0, draft: KVSession | None = None,
+                 overlap: bool = False) -> tuple[Rounds, RemoteStats]:
+        """Speculative generation across the link; ``overlap``: draft the next block while each
+        verification is in flight (see :func:`~aiflow_cli.models.speculative.speculate`)."""
         if len(prompt) + max_new_tokens + (k if isinstance(k, int) else 0) > self.info.max_positions:
             raise InputError(f"a {len(prompt)}-token prompt and {max_new_tokens} new tokens do not fit the target's "
                              f"context of {self.info.max_positions:,}", "shorten the prompt or ask for fewer tokens")
@@ -165,5 +168,5 @@ class SpeculativeDevice:
         draft.reset()
         verifier = RemoteVerifier(client, self.model, sampling, seed)
         rounds = speculate(Drafter(draft, sampling, seed), verifier, prompt, max_new_tokens, k,
-                           set(self.info.eos_ids))
+                           set(self.info.eos_ids), overlap=overlap)
         return rounds, verifier.stats

@@ -105,16 +105,26 @@ def _verify_at(probe: CostProbe, k: float) -> float:
 
 
 def _predict(probe: CostProbe, link: BenchLink, ks: list[int], request_bytes: list[int],
-             tokens_per_round: float) -> float:
-    """Predicted decode-phase ms per token for rounds of ``ks`` drafts whose requests carried ``request_bytes``."""
-    per_round = [k * probe.draft_ms_per_token + _verify_at(probe, k) + probe.stack_ms + link.rtt_ms
-                 + (b + probe.request_header_bytes + probe.response_bytes) / link.rate * 1e3 for k, b in zip(ks, request_bytes)]
+             tokens_per_round: float, ahead_used: float | None = None) -> float:
+    """Predicted decode-phase ms per token for rounds of ``ks`` drafts whose requests carried ``request_bytes``.
+
+    A round: k drafts, then the round trip (verify(k) + serving stack + RTT + bytes / rate). With
+    overlap (``ahead_used``: the measured share of rounds that start with their block drafted) the
+    device drafts k + 1 tokens during the trip, so a round costs (1 - ahead_used) k draft +
+    max(trip, (k + 1) draft)."""
+    d = probe.draft_ms_per_token
+    per_round = []
+    for k, b in zip(ks, request_bytes):
+        trip = _verify_at(probe, k) + probe.stack_ms + link.rtt_ms \
+            + (b + probe.request_header_bytes + probe.response_bytes) / link.rate * 1e3
+        per_round.append(k * d + trip if ahead_used is None else (1 - ahead_used) * k * d + max(trip, (k + 1) * d))
     return float(np.mean(per_round)) / tokens_per_round
 
 
 def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], prompt_count: int = 8,
                    new_tokens: int = 32, prompt_tokens: int = 64, auto: bool = True, k_max: int = 24,
-                   cores: tuple[int, int] = (0, 1), progress: Progress | None = None) -> SpecStudy:
+                   cores: tuple[int, int] = (0, 1), overlap: bool = False, progress: Progress | None = None
+                   ) -> SpecStudy:
     device = SpeculativeDevice(directory, threads=1)
     tokenizer = device.tokenizer()
     prompts: list[Prompt] = read_prompts(prompt_count)
@@ -154,7 +164,9 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
         direct = V2Client(f"127.0.0.1:{port}")
         probe = _probe(device, direct, draft, ids[0], ks)
         direct.close()
-        variants: list[int | str] = [*ks, *(["auto"] if auto else [])]
+        variants: list[tuple[int | str, bool]] = [(k, False) for k in [*ks, *(["auto"] if auto else [])]]
+        if overlap:
+            variants += [(k, True) for k in ks]
         total = len(links) * (len(variants) + 1)
         step = 0
         for link in links:
@@ -170,14 +182,15 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
                 step += 1
                 if progress:
                     progress("study", step, total)
-                for k in variants:
+                for k, ahead in variants:
                     auto_policy = AutoK(k_max)  # one policy per link, learning across the prompts
-                    ms, toks, rounds_n, kk, req = 0.0, 0, 0, [], []
+                    ms, toks, rounds_n, kk, req, used = 0.0, 0, 0, [], [], 0
                     by_category: dict[str, list[int]] = {}
                     chosen: list[int] = []
                     for prompt, p in zip(prompts, ids):
                         policy = auto_policy if k == "auto" else int(k)
-                        r, stats = device.generate(client, p, new_tokens, policy, draft=draft)
+                        r, stats = device.generate(client, p, new_tokens, policy, draft=draft, overlap=ahead)
+                        used += r.ahead_used
                         m, t, n = _decode_phase(r)
                         ms, toks, rounds_n = ms + m, toks + t, rounds_n + n
                         kk += r.proposed[1:]
@@ -193,7 +206,8 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
                                          "raise --new-tokens or --prompts")
                     tokens_per_round = toks / max(1, rounds_n)
                     tpot = ms / max(1, toks)
-                    predicted = _predict(probe, link, kk, req, tokens_per_round)
+                    ahead_used = used / max(1, rounds_n)
+                    predicted = _predict(probe, link, kk, req, tokens_per_round, ahead_used if ahead else None)
                     accepted = sum(a for a, _ in by_category.values())
                     proposed = sum(b for _, b in by_category.values())
                     points.append(StudyPoint(
@@ -201,7 +215,8 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
                         error=predicted / tpot - 1, tokens_per_round=tokens_per_round,
                         acceptance=accepted / max(1, proposed),
                         acceptance_by_category={c: a / max(1, b) for c, (a, b) in sorted(by_category.items())},
-                        request_bytes_per_round=float(np.mean(req)) if req else 0.0, ks_chosen=chosen[:200]))
+                        request_bytes_per_round=float(np.mean(req)) if req else 0.0, ks_chosen=chosen[:200],
+                        overlap=ahead, ahead_used=ahead_used))
                     step += 1
                     if progress:
                         progress("study", step, total)
@@ -210,9 +225,13 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
                 proxy.stop()
     finally:
         server.stop()
-    best_k, crossover = {}, {}
+    best_k, crossover, best_k_overlap = {}, {}, {}
     for link, base in zip(links, baselines):
-        fixed = sorted((p for p in points if p.link == link.name and p.k != "auto"), key=lambda p: int(p.k))
+        with_overlap = [p for p in points if p.link == link.name and p.overlap]
+        if with_overlap:
+            best_k_overlap[link.name] = int(min(with_overlap, key=lambda p: p.tpot_ms).k)
+        fixed = sorted((p for p in points if p.link == link.name and p.k != "auto" and not p.overlap),
+                       key=lambda p: int(p.k))
         best = min(fixed, key=lambda p: p.tpot_ms)
         best_k[link.name] = int(best.k)
         crossover[link.name] = next((int(p.k) for p in fixed if int(p.k) > int(best.k)
@@ -222,4 +241,5 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
                      target=manifest.source_model.spec, machine=f"{platform.machine()} {os.cpu_count()} cores",
                      date=datetime.date.today().isoformat(), prompts=len(ids), new_tokens=new_tokens, probe=probe,
                      device_only_tpot_ms=device_only, device_only_agreement=agreement, colocated_tpot_ms=colocated,
-                     baselines=baselines, points=points, best_k=best_k, crossover_k=crossover)
+                     baselines=baselines, points=points, best_k=best_k, crossover_k=crossover,
+                     best_k_overlap=best_k_overlap)
