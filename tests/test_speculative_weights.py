@@ -100,3 +100,27 @@ def test_int8_weights_quantise_every_matmul_and_the_embedding_and_round_per_pass
     b = KVSession.open(tmp_path / int8.file, int8.inputs, threads=1).feed(ids)
     assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
     assert _k_pass_vs_single_steps(tmp_path / int8.file, int8.inputs, ids, past=16) > 1e-4
+
+
+def test_int8_quantisation_reads_weights_and_constants_from_external_data(tiny_llama, tmp_path):
+    """A large model arrives with every tensor in an external data file (optimum writes Constant
+    values there too): the streamed int8 graph is one self-contained file, equal to the one made from
+    the same model with inline weights."""
+    from aiflow_cli.compress.int8_weights import quantize_int8_streaming
+    from aiflow_cli.models.optimum_export import export_causal_lm_with_past, graph_decls
+
+    inline = export_causal_lm_with_past(tiny_llama.extras["hf_model"], tmp_path / "inline")
+    external = tmp_path / "external" / "model.onnx"
+    external.parent.mkdir()
+    onnx.save_model(onnx.load(str(inline)), str(external), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx_data", size_threshold=0, convert_attribute=True)
+    assert any(a.t.data_location == onnx.TensorProto.EXTERNAL for n in onnx.load(str(external), load_external_data=False)
+               .graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR)
+    outs = []
+    for name, source in (("a", inline), ("b", external)):
+        quantize_int8_streaming(source, tmp_path / f"{name}.onnx")
+        session = KVSession.open(tmp_path / f"{name}.onnx", graph_decls(tmp_path / f"{name}.onnx")[0], threads=1)
+        outs.append(session.feed([5, 6, 7, 8]))
+    (tmp_path / "external" / "model.onnx_data").unlink()  # the int8 graph does not need it
+    KVSession.open(tmp_path / "b.onnx", graph_decls(tmp_path / "b.onnx")[0], threads=1)
+    assert np.array_equal(outs[0], outs[1])

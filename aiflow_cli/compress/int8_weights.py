@@ -124,6 +124,9 @@ def quantize_int8_streaming(src: Path, dst: Path, min_elements: int = 4096) -> d
             consumers[node.input[0]] -= 1
             counts["embeddings_int8"] += 1
         else:
+            for attr in node.attribute:  # a Constant's value may live in the data file too (optimum writes some there)
+                if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_location == onnx.TensorProto.EXTERNAL:
+                    attr.t.CopyFrom(numpy_helper.from_array(np.asarray(_array(attr.t, src.parent)), attr.t.name))
             nodes.append(node)
     # Transposes whose only reader was a quantised MatMul, and weights nothing reads any more
     nodes = [n for n in nodes if not (n.op_type == "Transpose" and n.output[0] in dropped
