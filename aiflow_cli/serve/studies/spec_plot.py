@@ -1,5 +1,6 @@
 """The study's figure, in the style of the AI Flow paper's: TPOT against the draft length k, one
-line per link, server-only as a horizontal line of the same colour, the cost model dashed."""
+line per link, server-only as a horizontal line of the same colour, the cost model dashed, and with
+``--overlap`` a second measured line per link (open squares)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,15 @@ def plot_spec_study(study: SpecStudy, path: Path) -> None:
     fig, (ax, acc) = plt.subplots(1, 2, figsize=(11, 4.4), gridspec_kw={"width_ratios": [3, 2]})
     for i, base in enumerate(study.baselines):
         colour = f"C{i}"
-        fixed = sorted((p for p in study.points if p.link == base.link and p.k != "auto"), key=lambda p: int(p.k))
+        fixed = sorted((p for p in study.points if p.link == base.link and p.k != "auto" and not p.overlap),
+                       key=lambda p: int(p.k))
         ks = [int(p.k) for p in fixed]
         ax.plot(ks, [p.tpot_ms for p in fixed], "o-", color=colour, label=f"{base.link} measured")
         ax.plot(ks, [p.predicted_tpot_ms for p in fixed], "--", color=colour, alpha=0.6, label="cost model")
+        ahead = sorted((p for p in study.points if p.link == base.link and p.overlap), key=lambda p: int(p.k))
+        if ahead:
+            ax.plot([int(p.k) for p in ahead], [p.tpot_ms for p in ahead], "s-.", color=colour, alpha=0.8,
+                    markerfacecolor="none", label=f"{base.link} --overlap")
         ax.axhline(base.server_only_tpot_ms, color=colour, ls=":", label=f"{base.link} server-only")
         auto = next((p for p in study.points if p.link == base.link and p.k == "auto"), None)
         if auto is not None:
@@ -34,7 +40,8 @@ def plot_spec_study(study: SpecStudy, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     first = study.baselines[0].link
-    fixed = sorted((p for p in study.points if p.link == first and p.k != "auto"), key=lambda p: int(p.k))
+    fixed = sorted((p for p in study.points if p.link == first and p.k != "auto" and not p.overlap),
+                   key=lambda p: int(p.k))
     acc.plot([int(p.k) for p in fixed], [p.acceptance for p in fixed], "ko-", label="all prompts")
     categories = sorted({c for p in fixed for c in p.acceptance_by_category})
     for c in categories:
