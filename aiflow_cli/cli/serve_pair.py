@@ -286,6 +286,16 @@ def _render_spec(study) -> None:  # noqa: ANN001 - SpecStudy
                 table.add_row(*row)
     table.add_row("server-only", *[f"{b.server_only_tpot_ms:.1f}" for b in study.baselines], "", "")
     show(table)
+    itemised = [p for p in study.points if p.itemised]
+    if itemised:
+        parts = list(itemised[0].itemised)
+        items = Table(title="ms per decode round, measured / cost model", title_style="bold")
+        for col in ("link", "k", *parts):
+            items.add_column(col, justify="left" if col == "link" else "right")
+        for p in itemised:
+            items.add_row(p.link, f"{p.k}{' overlap' if p.overlap else ''}",
+                          *[f"{m:.1f} / {q:.1f}" if q else f"{m:.1f}" for m, q in p.itemised.values()])
+        show(items)
     for base in study.baselines:
         best = study.best_k[base.link]
         point = next(q for q in study.points if q.link == base.link and q.k == best and not q.overlap)

@@ -39,6 +39,13 @@ class StudyPoint(Strict):
     acceptance_by_category: dict[str, float] = Field(default_factory=dict)
     request_bytes_per_round: float
     ks_chosen: list[int] = Field(default_factory=list, description="k auto: the k of each round")
+    itemised: dict[str, list[float]] = Field(
+        default_factory=dict, description="ms per decode round, [measured mean, cost model mean]: draft (device), "
+                                          "server (the server's whole handling: verify(k) in the model), server_pass "
+                                          "(the target's pass alone, part of server; 0: no separate term), "
+                                          "stack_link (client call minus server time: encode, HTTP, link delay and "
+                                          "transfer, decode), device_other (the device's handling of a round outside "
+                                          "the call; no cost-model term, 0)")
     overlap: bool = Field(False, description="the device drafted the next block while each verification was in "
                                              "flight (--overlap)")
     ahead_used: float = Field(0.0, description="with overlap: share of decode rounds whose drafts were made during "

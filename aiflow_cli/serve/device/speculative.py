@@ -49,6 +49,8 @@ class RemoteStats:
     sampling_bytes: int = 0  # support ids + probabilities, all rounds
     drafts_sent: int = 0
     server_ms: list[float] = field(default_factory=list)  # per round, as the server reports it
+    pass_ms: list[float] = field(default_factory=list)  # per round: the target's pass alone, as the server reports it
+    trip_ms: list[float] = field(default_factory=list)  # per round: the client call (encode, link, server, decode)
 
     @property
     def sampling_bytes_per_draft(self) -> float:
@@ -78,6 +80,7 @@ class RemoteVerifier:
         """The server's result, or None when it lost the session (the prefix is then resent from 0)."""
         self.stats.round_trips += 1
         self.stats.request_bytes.append(sum(a.nbytes for a in tensors.values()))
+        t0 = time.perf_counter()
         try:
             result = self.client.call(self.model, tensors, outputs, f"{self.session}-{self.position}",
                                       sequence_id=self.session, sequence_start=self.start, sequence_end=end,
@@ -89,7 +92,10 @@ class RemoteVerifier:
                                 status=exc.status) from None
             self.position, self.start = 0, True
             return None
-        self.stats.server_ms.append(float((result.get_response().get("parameters") or {}).get("aiflow_server_ms", 0)))
+        self.stats.trip_ms.append((time.perf_counter() - t0) * 1e3)
+        answered = result.get_response().get("parameters") or {}
+        self.stats.server_ms.append(float(answered.get("aiflow_server_ms", 0)))
+        self.stats.pass_ms.append(float(answered.get("aiflow_pass_ms", 0)))
         return result
 
     def verify(self, committed: list[int], drafts: list[int], supports: list[np.ndarray],

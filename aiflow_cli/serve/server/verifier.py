@@ -118,6 +118,7 @@ class VerifierModel(ServedModel):
         sampling, seed = sampling_of(parameters)
         check_inputs(tensors, ["input_ids"] + (SAMPLING_INPUTS if set(SAMPLING_INPUTS) & set(tensors) else []))
         ids = self._ids(tensors)
+        timing: dict[str, float] = {}  # the verification pass alone (the rest of aiflow_server_ms: rule, crop, locks)
         t0 = time.perf_counter()
         session = self.cache.get(sid, start)
         with session.lock:  # retries of one round arrive together: each crops back, then applies it once
@@ -130,15 +131,18 @@ class VerifierModel(ServedModel):
                 outputs = {"tokens": self._generate(session, ids, _number(parameters, "max_new_tokens", 1, int),
                                                     sampling, rng)}
             else:
-                outputs = self._verify(session, tensors, ids, _number(parameters, "draft_count", 0, int), sampling,
-                                       rng)
+                outputs, pass_ms = self._verify(session, tensors, ids, _number(parameters, "draft_count", 0, int),
+                                                sampling, rng)
+                timing["aiflow_pass_ms"] = round(pass_ms, 4)
             position_after = session.position  # read under the lock: a retry may crop it back at once
         if parameters.get("sequence_end", False):
             self.cache.close(sid)
-        return outputs, {"aiflow_server_ms": round((time.perf_counter() - t0) * 1e3, 4), "position": position_after}
+        return outputs, {"aiflow_server_ms": round((time.perf_counter() - t0) * 1e3, 4), "position": position_after,
+                         **timing}
 
     def _verify(self, session, tensors: dict[str, np.ndarray], ids: np.ndarray, k: int, sampling: Sampling,  # noqa: ANN001
-                rng: np.random.Generator) -> dict[str, np.ndarray]:
+                rng: np.random.Generator) -> tuple[dict[str, np.ndarray], float]:
+        """(outputs, ms of the target's pass)."""
         if not 0 <= k <= min(MAX_K, ids.size - 1):
             raise InputError(f"parameter 'draft_count' {k} must be in 0..{min(MAX_K, ids.size - 1)} "
                              f"(at most {MAX_K}, and input_ids must hold at least one unseen committed token)")
@@ -150,10 +154,13 @@ class VerifierModel(ServedModel):
             supports, probs = self._supports(tensors, k) if k else ([], [])
         unseen = ids.size - k
         before = session.position
+        t0 = time.perf_counter()
         logits = self._feed(session, ids)[unseen - 1:]
+        pass_ms = (time.perf_counter() - t0) * 1e3
         accepted, token = verify_round(logits, ids[unseen:].tolist(), supports, probs, sampling, rng)
         crop(session, before + unseen + accepted)
-        return {"accepted": np.array([accepted], dtype=np.int64), "next_token": np.array([token], dtype=np.int64)}
+        return ({"accepted": np.array([accepted], dtype=np.int64), "next_token": np.array([token], dtype=np.int64)},
+                pass_ms)
 
     def _generate(self, session, ids: np.ndarray, count: int, sampling: Sampling,  # noqa: ANN001
                   rng: np.random.Generator) -> np.ndarray:

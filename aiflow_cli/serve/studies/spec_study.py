@@ -99,6 +99,40 @@ def _probe(device: SpeculativeDevice, client: V2Client, draft: KVSession, prompt
                      request_header_bytes=header, response_bytes=len(body))
 
 
+ITEMS = ("draft", "server", "server_pass", "stack_link", "device_other")
+
+
+def _itemise(rounds: Rounds, stats, parts: dict[str, list[float]]) -> None:  # noqa: ANN001 - RemoteStats
+    """Append each decode round's measured components (ms) to ``parts``. A round whose request was
+    resent (a lost session) is left out: its trip and the server's figures would not line up."""
+    if stats.resent_prefixes:
+        return
+    n = len(rounds.accepted) - 1
+    for i in range(1, 1 + n):
+        if i >= len(stats.trip_ms):
+            break
+        parts["draft"].append(rounds.draft_ms[i])
+        parts["server"].append(stats.server_ms[i])
+        parts["server_pass"].append(stats.pass_ms[i])
+        parts["stack_link"].append(stats.trip_ms[i] - stats.server_ms[i])
+        parts["device_other"].append(rounds.verify_ms[i] - stats.trip_ms[i])
+
+
+def _itemised(parts: dict[str, list[float]], probe: CostProbe, link: BenchLink, ks: list[int],
+              request_bytes: list[int]) -> dict[str, list[float]]:
+    """{component: [measured mean, cost model mean]} per decode round."""
+    predicted = {
+        "draft": float(np.mean([k * probe.draft_ms_per_token for k in ks])) if ks else 0.0,
+        "server": float(np.mean([_verify_at(probe, k) for k in ks])) if ks else 0.0,
+        "server_pass": 0.0,  # inside "server": the probe times the server's whole handling, not the pass apart
+        "stack_link": float(np.mean([probe.stack_ms + link.rtt_ms + (b + probe.request_header_bytes
+                                     + probe.response_bytes) / link.rate * 1e3 for b in request_bytes]))
+        if request_bytes else 0.0,
+        "device_other": 0.0,
+    }
+    return {n: [round(float(np.mean(parts[n])), 3) if parts[n] else 0.0, round(predicted[n], 3)] for n in ITEMS}
+
+
 def _verify_at(probe: CostProbe, k: float) -> float:
     ks = sorted(probe.verify_ms)
     return float(np.interp(k, ks, [probe.verify_ms[x] for x in ks]))
@@ -185,12 +219,14 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
                 for k, ahead in variants:
                     auto_policy = AutoK(k_max)  # one policy per link, learning across the prompts
                     ms, toks, rounds_n, kk, req, used = 0.0, 0, 0, [], [], 0
+                    parts: dict[str, list[float]] = {n: [] for n in ITEMS}
                     by_category: dict[str, list[int]] = {}
                     chosen: list[int] = []
                     for prompt, p in zip(prompts, ids):
                         policy = auto_policy if k == "auto" else int(k)
                         r, stats = device.generate(client, p, new_tokens, policy, draft=draft, overlap=ahead)
                         used += r.ahead_used
+                        _itemise(r, stats, parts)
                         m, t, n = _decode_phase(r)
                         ms, toks, rounds_n = ms + m, toks + t, rounds_n + n
                         kk += r.proposed[1:]
@@ -216,7 +252,8 @@ def run_spec_study(directory: Path, links: list[BenchLink], ks: list[int], promp
                         acceptance=accepted / max(1, proposed),
                         acceptance_by_category={c: a / max(1, b) for c, (a, b) in sorted(by_category.items())},
                         request_bytes_per_round=float(np.mean(req)) if req else 0.0, ks_chosen=chosen[:200],
-                        overlap=ahead, ahead_used=ahead_used))
+                        overlap=ahead, ahead_used=ahead_used,
+                        itemised=_itemised(parts, probe, link, kk, req)))
                     step += 1
                     if progress:
                         progress("study", step, total)
