@@ -292,10 +292,10 @@ def test_overlapped_sampling_keeps_the_target_only_distribution_over_four_tokens
     """k = 1, four tokens (top-3 sampling: at most 81 sequences): the second round's draft is made
     while the first is verified and kept only when the first draft and the guessed extra token were
     right; the joint distribution of the four tokens still matches target-only sampling (chi-square,
-    8,000 seeds, p above 1e-3)."""
+    5,000 seeds, p above 1e-3)."""
     sampling = Sampling(temperature=1.0, top_k=3)
     target = _tables()[0]
-    counts = _sampled_quads(sampling, 8000)
+    counts = _sampled_quads(sampling, 5000)
     exact = np.zeros((VOCAB,) * 4)
     for seq in product(range(VOCAB), repeat=4):
         prev, prob = 0, 1.0
