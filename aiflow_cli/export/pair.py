@@ -23,6 +23,7 @@ from aiflow_cli.codecs.base import ActivationCodec
 from aiflow_cli.errors import InputError
 from aiflow_cli.export.tensors import boundary_names, declare, dynamic_axes
 from aiflow_cli.hashing import sha256_file
+from aiflow_cli.models.optimum_export import tensor_decl
 from aiflow_cli.models.segmented import SegmentedModel
 from aiflow_cli.onnx_io import OPSET, Exporter, export_onnx, exporter_of
 from aiflow_cli.schemas.manifest import Artifact, TensorDecl
@@ -98,13 +99,7 @@ def artifact_of(root: Path, rel: str, inputs: list[TensorDecl], outputs: list[Te
 
 def _onnx_decls(proto: onnx.ModelProto, names: list[str]) -> list[TensorDecl]:
     infos = {v.name: v for v in list(proto.graph.input) + list(proto.graph.output) + list(proto.graph.value_info)}
-    decls = []
-    for name in names:
-        t = infos[name].type.tensor_type
-        shape: list[int | str] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "dynamic")
-                                  for d in t.shape.dim]
-        decls.append(TensorDecl(name=name, shape=shape, dtype=onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name))
-    return decls
+    return [tensor_decl(infos[name]) for name in names]
 
 
 def _export_onnx_source(model: SegmentedModel, cut_index: int, codec: ActivationCodec, root: Path) -> ExportedFiles:

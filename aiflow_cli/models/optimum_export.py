@@ -30,7 +30,7 @@ import torch
 from aiflow_cli.onnx_io import EXPORTER_KEY
 from aiflow_cli.schemas.manifest import TensorDecl
 
-__all__ = ["export_causal_lm_with_past", "graph_decls", "OPTIMUM_TASK", "optimum_label"]
+__all__ = ["export_causal_lm_with_past", "graph_decls", "tensor_decl", "OPTIMUM_TASK", "optimum_label"]
 
 OPTIMUM_TASK = "text-generation-with-past"
 
@@ -42,18 +42,20 @@ def optimum_label() -> str:
     return f"optimum-onnx {version('optimum-onnx')} ({OPTIMUM_TASK})"
 
 
+def tensor_decl(value: onnx.ValueInfoProto) -> TensorDecl:
+    """A graph value as the manifest declares it (named dynamic axes; ``dynamic`` where unnamed)."""
+    t = value.type.tensor_type
+    shape: list[int | str] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "dynamic")
+                              for d in t.shape.dim]
+    return TensorDecl(name=value.name, shape=shape, dtype=onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name)
+
+
 def graph_decls(path: Path) -> tuple[list[TensorDecl], list[TensorDecl]]:
     """(inputs, outputs) as the graph at ``path`` declares them (weights not loaded)."""
     proto = onnx.load(str(path), load_external_data=False)
     weights = {t.name for t in proto.graph.initializer}
-
-    def decl(value: onnx.ValueInfoProto) -> TensorDecl:
-        t = value.type.tensor_type
-        shape: list[int | str] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "dynamic")
-                                  for d in t.shape.dim]
-        return TensorDecl(name=value.name, shape=shape, dtype=onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name)
-
-    return ([decl(v) for v in proto.graph.input if v.name not in weights], [decl(v) for v in proto.graph.output])
+    return ([tensor_decl(v) for v in proto.graph.input if v.name not in weights],
+            [tensor_decl(v) for v in proto.graph.output])
 
 
 @torch.no_grad()
