@@ -60,13 +60,8 @@ def quantize_int8_streaming(src: Path, dst: Path, min_elements: int = 4096) -> d
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers[i] = consumers.get(i, 0) + 1
     new_inits: dict[str, onnx.TensorProto] = {}
     nodes: list[onnx.NodeProto] = []
-    dropped: set[str] = set()
     counts = {"matmuls_int8": 0, "matmuls_float": 0, "embeddings_int8": 0}
 
     def weight_of(name: str) -> tuple[np.ndarray, str] | None:
@@ -102,9 +97,6 @@ def quantize_int8_streaming(src: Path, dst: Path, min_elements: int = 4096) -> d
             new_inits[base + "_zero"] = numpy_helper.from_array(np.zeros(q.shape[1], np.int8), base + "_zero")
             nodes.append(helper.make_node("DynamicQuantizeMatMul", [node.input[0], base, base + "_scale", base + "_zero"],
                                           list(node.output), name=f"{node.name or base}_int8", domain=_MS))
-            consumers[node.input[1]] -= 1
-            if node.input[1] in producers:  # a Transpose feeding only this MatMul goes with it
-                dropped.add(node.input[1])
             counts["matmuls_int8"] += 1
         elif node.op_type == "Gather" and node.input[0] in inits and len(inits[node.input[0]].dims) == 2 \
                 and inits[node.input[0]].data_type == onnx.TensorProto.FLOAT \
@@ -121,16 +113,15 @@ def quantize_int8_streaming(src: Path, dst: Path, min_elements: int = 4096) -> d
                       helper.make_node("Gather", [base + "_scale", node.input[1]], [out + "_s"], name=f"{node.name}_s"),
                       helper.make_node("Cast", [out + "_q"], [out + "_f"], to=onnx.TensorProto.FLOAT),
                       helper.make_node("Mul", [out + "_f", out + "_s"], [out])]
-            consumers[node.input[0]] -= 1
             counts["embeddings_int8"] += 1
         else:
             for attr in node.attribute:  # a Constant's value may live in the data file too (optimum writes some there)
                 if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_location == onnx.TensorProto.EXTERNAL:
                     attr.t.CopyFrom(numpy_helper.from_array(np.asarray(_array(attr.t, src.parent)), attr.t.name))
             nodes.append(node)
-    # Transposes whose only reader was a quantised MatMul, and weights nothing reads any more
-    nodes = [n for n in nodes if not (n.op_type == "Transpose" and n.output[0] in dropped
-                                      and consumers.get(n.output[0], 0) == 0)]
+    # a Transpose whose only reader was a quantised MatMul (a tied head), and weights nothing reads any more
+    read = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+    nodes = [n for n in nodes if not (n.op_type == "Transpose" and n.output[0] not in read)]
     still_read = {i for n in nodes for i in n.input}
     kept = []
     for t in graph.initializer:

@@ -60,10 +60,8 @@ def _folder_for(model: Path, hf_config: Any | None, work: Path, link: bool = Tru
         shutil.rmtree(work)
     work.mkdir(parents=True)
     try:
-        if not link:
-            raise OSError
-        os.link(model, work / "model.onnx")
-    except OSError:
+        os.link(model, work / "model.onnx") if link else shutil.copyfile(model, work / "model.onnx")
+    except OSError:  # another file system: copy
         shutil.copyfile(model, work / "model.onnx")
     if hf_config is not None:
         hf_config.save_pretrained(str(work))
